@@ -1,0 +1,50 @@
+# Autoheal: the two commands are `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 9009
+
+.PHONY: run test venv migrate demo lint typecheck services-up services-down bench clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+migrate: venv
+	$(PY) manage.py migrate --noinput
+
+demo: migrate
+	$(PY) manage.py autoheal_policies import deploy/policies/demo.yaml
+
+## Install into .venv, migrate SQLite, load the demo policy, run web + worker on :$(PORT).
+run: demo
+	$(PY) manage.py autoheal_run --port $(PORT)
+
+## Run the whole test suite. Starts the local services it can (scripts/services.sh up); tests
+## whose service is missing skip locally and fail when AUTOHEAL_REQUIRE_SERVICES=1.
+test: venv
+	-scripts/services.sh up
+	eval "$$(scripts/services.sh env)" && $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy .
+
+services-up:
+	scripts/services.sh up
+
+services-down:
+	scripts/services.sh down
+
+bench: venv
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) var .services test-artifacts

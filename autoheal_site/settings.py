@@ -1,0 +1,241 @@
+"""Autoheal settings: read from the environment only (see docs/configuration in README).
+
+Embedded defaults (SQLite under AUTOHEAL_DATA_DIR, local-memory cache, in-process pub/sub) make the
+README's run command work with nothing installed. ``AUTOHEAL_ENV=production`` fails closed: no
+default secret key, DEBUG off, explicit hosts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from autoheal_site.env import (
+    env_bool,
+    env_int,
+    env_list,
+    env_secret,
+    env_secret_list,
+    env_str,
+    parse_rate,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VERSION = "0.1.0"
+
+AUTOHEAL_ENV = env_str("AUTOHEAL_ENV", "development").strip().lower()
+PRODUCTION = AUTOHEAL_ENV == "production"
+DATA_DIR = Path(env_str("AUTOHEAL_DATA_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("AUTOHEAL_DEBUG", not PRODUCTION)
+SECRET_KEY = env_secret("SECRET_KEY")
+ALLOWED_HOSTS = env_list("AUTOHEAL_ALLOWED_HOSTS", "" if PRODUCTION else "localhost,127.0.0.1,[::1],testserver")
+
+if PRODUCTION:
+    problems = []
+    if not SECRET_KEY:
+        problems.append("SECRET_KEY (or SECRET_KEY_FILE) is not set")
+    elif len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
+        problems.append("SECRET_KEY is too short: use at least 50 random characters")
+    if DEBUG:
+        problems.append("AUTOHEAL_DEBUG is on")
+    if not ALLOWED_HOSTS or any(h in ("*", ".") or h.startswith("*") for h in ALLOWED_HOSTS):
+        problems.append("AUTOHEAL_ALLOWED_HOSTS must list explicit host names, no wildcard")
+    if problems:
+        raise ImproperlyConfigured("refusing to start in production: " + "; ".join(problems))
+elif not SECRET_KEY:
+    # Development only: a fixed, obviously insecure key so sessions survive restarts.
+    SECRET_KEY = "autoheal-development-only-insecure-key-never-use-in-production-0123456789"
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "django_eventstream",
+    "corsheaders",
+    "csp",
+    "django_prometheus",
+    "accounts",
+    "audit",
+    "remediation",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "autoheal_site.urls"
+WSGI_APPLICATION = "autoheal_site.wsgi.application"
+ASGI_APPLICATION = "autoheal_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "csp.context_processors.nonce",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASE_URL = env_secret("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"].setdefault("OPTIONS", {})
+        # Under ASGI every request thread would keep its own persistent connection until
+        # PostgreSQL refuses clients; a bounded pool is the safe way to reuse connections.
+        if env_bool("AUTOHEAL_DB_POOL", False):
+            DATABASES["default"]["OPTIONS"]["pool"] = {
+                "min_size": 1,
+                "max_size": env_int("AUTOHEAL_DB_POOL_SIZE", 8),
+            }
+else:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "autoheal.sqlite3",
+            "OPTIONS": {
+                # WAL lets the web and worker threads read while one writes; IMMEDIATE takes the
+                # write lock at BEGIN so two writers never deadlock upgrading a read lock.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+            "TEST": {"NAME": str(DATA_DIR / "test-autoheal.sqlite3")},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache and pub/sub ----------------------------------------------------------------------
+REDIS_URL = env_secret("REDIS_URL")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "autoheal"}}
+
+# --- Auth -----------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/ops/"
+LOGOUT_REDIRECT_URL = "/"
+
+# --- Internationalisation and time ----------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files ---------------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS: list[Path] = []
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+# --- REST framework -------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Autoheal API",
+    "DESCRIPTION": "Auto-remediation for Prometheus alerts: webhook, audit trail, switch, ack.",
+    "VERSION": VERSION,
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Security headers -----------------------------------------------------------------------
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_HSTS_SECONDS = 31536000 if PRODUCTION else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = PRODUCTION
+SECURE_HSTS_PRELOAD = PRODUCTION
+SESSION_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_SECURE = PRODUCTION
+SESSION_COOKIE_HTTPONLY = True
+# TLS is terminated by the reverse proxy in front of Autoheal; it redirects plain HTTP.
+SECURE_SSL_REDIRECT = env_bool("AUTOHEAL_SSL_REDIRECT", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_list("AUTOHEAL_TRUSTED_PROXIES") else None
+SILENCED_SYSTEM_CHECKS = ["security.W008"] if not SECURE_SSL_REDIRECT else []
+CSRF_TRUSTED_ORIGINS = env_list("AUTOHEAL_CSRF_TRUSTED_ORIGINS")
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+        "base-uri": ["'self'"],
+    }
+}
+CORS_ALLOWED_ORIGINS = env_list("AUTOHEAL_CORS_ORIGINS")
+
+# --- Autoheal -------------------------------------------------------------------------------
+AUTOHEAL_ENABLED = env_bool("AUTOHEAL_ENABLED", True)
+AUTOHEAL_DRY_RUN = env_bool("AUTOHEAL_DRY_RUN", False)
+AUTOHEAL_PORT = env_int("AUTOHEAL_PORT", 9009)
+AUTOHEAL_WEBHOOK_TOKENS = env_secret_list("AUTOHEAL_WEBHOOK_TOKENS")
+AUTOHEAL_WEBHOOK_MAX_BYTES = env_int("AUTOHEAL_WEBHOOK_MAX_BYTES", 1024 * 1024)
+AUTOHEAL_AUDIT_JSONL = env_str("AUTOHEAL_AUDIT_JSONL", str(DATA_DIR / "audit.jsonl"))
+AUTOHEAL_RATE_LIMIT = parse_rate(env_str("AUTOHEAL_RATE_LIMIT", "100/60s"))
+AUTOHEAL_WEBHOOK_RATE_LIMIT = parse_rate(env_str("AUTOHEAL_WEBHOOK_RATE_LIMIT", "6000/60s"))
+AUTOHEAL_TRUSTED_PROXIES = env_list("AUTOHEAL_TRUSTED_PROXIES")
+AUTOHEAL_GRAFANA_URL = env_str("AUTOHEAL_GRAFANA_URL")
+AUTOHEAL_PROMETHEUS_URL = env_str("AUTOHEAL_PROMETHEUS_URL")
+AUTOHEAL_ALERTMANAGER_URL = env_str("AUTOHEAL_ALERTMANAGER_URL")
+AUTOHEAL_METRICS_TOKEN = env_secret("AUTOHEAL_METRICS_TOKEN")
+AUTOHEAL_SELF_CONTAINER = env_str("AUTOHEAL_SELF_CONTAINER", os.environ.get("HOSTNAME", ""))
+DOCKER_HOST = env_str("DOCKER_HOST")
+
+# --- Logging --------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("AUTOHEAL_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

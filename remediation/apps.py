@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class RemediationConfig(AppConfig):
+    name = "remediation"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,162 @@
+"""The engine's state: policies, incidents (alerts), jobs and the runtime switch."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+
+class Action(models.TextChoices):
+    RESTART_CONTAINER = "restart_container", "restart container"
+    START_CONTAINER = "start_container", "start container"
+    STOP_CONTAINER = "stop_container", "stop container"
+    KILL_CONTAINER = "kill_container", "kill container"
+    WEBHOOK = "webhook", "call a webhook"
+    COMMAND = "command", "run a command"
+    LOG_ONLY = "log_only", "only record"
+
+
+DOCKER_ACTIONS = frozenset(
+    {Action.RESTART_CONTAINER, Action.START_CONTAINER, Action.STOP_CONTAINER, Action.KILL_CONTAINER}
+)
+# Actions that change something outside Autoheal: they count against budgets and the breaker.
+DESTRUCTIVE_ACTIONS = frozenset(DOCKER_ACTIONS | {Action.WEBHOOK, Action.COMMAND})
+
+
+class Policy(models.Model):
+    """What to do when an alert matches: edited in the admin or imported as YAML."""
+
+    name = models.SlugField(max_length=100, unique=True, help_text="Unique; YAML import updates by name.")
+    enabled = models.BooleanField(default=True)
+    description = models.TextField(blank=True, default="")
+    matchers = models.JSONField(
+        default=list,
+        help_text='Alertmanager matchers, e.g. ["alertname=\\"ContainerUnhealthy\\"", "severity=~\\"critical|page\\""]',
+    )
+    action = models.CharField(max_length=32, choices=Action.choices)
+    target = models.CharField(max_length=255, default="{{ labels.container }}", blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    cooldown_seconds = models.PositiveIntegerField(default=300)
+    max_actions_per_hour = models.PositiveIntegerField(default=3)
+    dry_run = models.BooleanField(default=False, help_text="Canary mode: record what would happen, do nothing.")
+    verify_within_seconds = models.PositiveIntegerField(default=300)
+    priority = models.IntegerField(default=100, help_text="Lower runs first when several policies match.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["priority", "name"]
+        verbose_name_plural = "policies"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Alert(models.Model):
+    """One incident: an alert identified by (fingerprint, startsAt), however often it is delivered."""
+
+    class Status(models.TextChoices):
+        FIRING = "firing"
+        RESOLVED = "resolved"
+
+    class Source(models.TextChoices):
+        ALERTMANAGER = "alertmanager"
+        DOCKER = "docker"
+
+    fingerprint = models.CharField(max_length=64)
+    starts_at = models.DateTimeField()
+    alertname = models.CharField(max_length=200, db_index=True, default="", blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.FIRING)
+    labels = models.JSONField(default=dict)
+    annotations = models.JSONField(default=dict, blank=True)
+    generator_url = models.TextField(blank=True, default="")
+    ends_at = models.DateTimeField(null=True, blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.ALERTMANAGER)
+    received_at = models.DateTimeField(default=timezone.now)
+    last_received_at = models.DateTimeField(default=timezone.now)
+    deliveries = models.PositiveIntegerField(default=1)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    acked_by = models.CharField(max_length=150, blank=True, default="")
+    acked_at = models.DateTimeField(null=True, blank=True)
+    ack_note = models.TextField(blank=True, default="")
+    escalated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["fingerprint", "starts_at"], name="alert_one_incident"),
+        ]
+        indexes = [models.Index(fields=["status", "received_at"], name="alert_status_recv")]
+
+    def __str__(self) -> str:
+        return f"{self.alertname} {self.fingerprint} @ {self.starts_at:%Y-%m-%dT%H:%M:%SZ}"
+
+
+class Job(models.Model):
+    """One remediation for one (policy, incident): a database constraint makes it unique."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        OK = "ok"
+        FAIL = "fail"
+        UNKNOWN = "unknown"
+        SKIPPED = "skipped"
+
+    class Verify(models.TextChoices):
+        NONE = "", "not applicable"
+        PENDING = "pending"
+        VERIFIED = "verified"
+        INEFFECTIVE = "ineffective"
+
+    policy = models.ForeignKey(Policy, null=True, on_delete=models.SET_NULL, related_name="jobs")
+    policy_name = models.CharField(max_length=100)
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="jobs")
+    action = models.CharField(max_length=32, choices=Action.choices)
+    target = models.CharField(max_length=255, blank=True, default="")
+    params = models.JSONField(default=dict, blank=True)
+    dry_run = models.BooleanField(default=False)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    attempts = models.PositiveIntegerField(default=0)
+    not_before = models.DateTimeField(default=timezone.now)
+    lease_owner = models.CharField(max_length=100, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    skip_reason = models.CharField(max_length=32, blank=True, default="")
+    verify_state = models.CharField(max_length=16, choices=Verify.choices, default=Verify.NONE, blank=True)
+    verify_deadline = models.DateTimeField(null=True, blank=True)
+    false_positive = models.BooleanField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["policy", "alert"], name="job_one_per_policy_incident"),
+        ]
+        indexes = [
+            models.Index(fields=["state", "not_before"], name="job_state_due"),
+            models.Index(fields=["target", "started_at"], name="job_target_started"),
+            models.Index(fields=["verify_state", "verify_deadline"], name="job_verify_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.pk} {self.action} {self.target} ({self.state})"
+
+
+class Switch(models.Model):
+    """The runtime kill switch, pause and circuit breaker: one row (pk=1).
+
+    The environment floors (AUTOHEAL_ENABLED, AUTOHEAL_DRY_RUN) can never be loosened by it.
+    """
+
+    enabled = models.BooleanField(default=True)
+    dry_run = models.BooleanField(default=False)
+    paused_until = models.DateTimeField(null=True, blank=True)
+    circuit_open = models.BooleanField(default=False)
+    circuit_opened_at = models.DateTimeField(null=True, blank=True)
+    circuit_reason = models.CharField(max_length=255, blank=True, default="")
+    updated_at = models.DateTimeField(default=timezone.now)
+    updated_by = models.CharField(max_length=150, blank=True, default="")
+
+    def __str__(self) -> str:
+        return "runtime switch"
