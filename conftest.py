@@ -7,6 +7,7 @@ A test marked ``docker``, ``redis``, ``postgres``, ``prometheus``, ``alertmanage
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -156,10 +157,8 @@ def make_container(docker_client: Any) -> Iterator[Callable[..., Any]]:
 
     yield make
     for container in created:
-        try:
+        with contextlib.suppress(Exception):  # already gone
             container.remove(force=True)
-        except Exception:  # already gone
-            pass
 
 
 def started_at(container: Any) -> str:

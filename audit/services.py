@@ -70,19 +70,21 @@ def audit_record(
     ts: datetime | None = None,
 ) -> AuditEvent:
     """Record one audit event in the current transaction (or its own, if none is open)."""
-    return audit_record_many([
-        {
-            "kind": kind,
-            "message": message,
-            "alertname": alertname,
-            "fingerprint": fingerprint,
-            "policy": policy,
-            "target": target,
-            "actor": actor,
-            "data": data or {},
-            "ts": ts,
-        }
-    ])[0]
+    return audit_record_many(
+        [
+            {
+                "kind": kind,
+                "message": message,
+                "alertname": alertname,
+                "fingerprint": fingerprint,
+                "policy": policy,
+                "target": target,
+                "actor": actor,
+                "data": data or {},
+                "ts": ts,
+            }
+        ]
+    )[0]
 
 
 def audit_record_many(items: list[dict[str, Any]]) -> list[AuditEvent]:

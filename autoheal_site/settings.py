@@ -48,7 +48,7 @@ if PRODUCTION:
         raise ImproperlyConfigured("refusing to start in production: " + "; ".join(problems))
 elif not SECRET_KEY:
     # Development only: a fixed, obviously insecure key so sessions survive restarts.
-    SECRET_KEY = "autoheal-development-only-insecure-key-never-use-in-production-0123456789"
+    SECRET_KEY = "autoheal-development-only-insecure-key-never-use-in-production-0123456789"  # noqa: S105
 
 INSTALLED_APPS = [
     "daphne",
@@ -124,7 +124,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "autoheal.sqlite3",
+            "NAME": str(DATA_DIR / "autoheal.sqlite3"),
             "OPTIONS": {
                 # WAL lets the web and worker threads read while one writes; IMMEDIATE takes the
                 # write lock at BEGIN so two writers never deadlock upgrading a read lock.
