@@ -11,3 +11,7 @@ if TYPE_CHECKING:
 
 def observe_audit_write(events: Sequence[AuditEvent], elapsed: float) -> None:
     """Count the events by kind and observe the write latency."""
+
+
+def count_webhook_request(code: int) -> None:
+    """Count one answer of POST /alert by HTTP status (autoheal_webhook_requests_total{code})."""

@@ -1,14 +1,13 @@
-"""Autoheal's routes; see INTERFACE.md (HTTP) for who may call what."""
+"""Autoheal's routes; see INTERFACE.md (HTTP) for who may call what. Each app owns its urls.py."""
 
 from django.contrib import admin
 from django.urls import include, path
 
-from remediation import views as remediation_views
-
 urlpatterns = [
-    path("", remediation_views.health, name="health"),
-    path("readyz", remediation_views.readyz, name="readyz"),
+    path("", include("remediation.urls")),
+    path("", include("audit.urls")),
+    path("", include("dashboard.urls")),
+    path("", include("accounts.urls")),
     path("admin/", admin.site.urls),
-    path("accounts/", include("django.contrib.auth.urls")),
     path("", include("django_prometheus.urls")),
 ]

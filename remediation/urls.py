@@ -1,0 +1,10 @@
+"""Routes of the remediation app (included at the site root)."""
+
+from django.urls import path
+
+from remediation import views
+
+urlpatterns = [
+    path("", views.health, name="health"),
+    path("readyz", views.readyz, name="readyz"),
+]
