@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "audit",
     "remediation",
     "dashboard",
+    "operations",
 ]
 
 MIDDLEWARE = [
@@ -226,6 +227,8 @@ AUTOHEAL_TRUSTED_PROXIES = env_list("AUTOHEAL_TRUSTED_PROXIES")
 AUTOHEAL_GRAFANA_URL = env_str("AUTOHEAL_GRAFANA_URL")
 AUTOHEAL_PROMETHEUS_URL = env_str("AUTOHEAL_PROMETHEUS_URL")
 AUTOHEAL_ALERTMANAGER_URL = env_str("AUTOHEAL_ALERTMANAGER_URL")
+# The address operators use to reach Autoheal (printed by manage.py autoheal_links).
+AUTOHEAL_PUBLIC_URL = env_str("AUTOHEAL_PUBLIC_URL", "http://localhost:9009")
 AUTOHEAL_METRICS_TOKEN = env_secret("AUTOHEAL_METRICS_TOKEN")
 AUTOHEAL_SELF_CONTAINER = env_str("AUTOHEAL_SELF_CONTAINER", os.environ.get("HOSTNAME", ""))
 DOCKER_HOST = env_str("DOCKER_HOST")
