@@ -115,7 +115,11 @@ class Job(models.Model):
     target = models.CharField(max_length=255, blank=True, default="")
     params = models.JSONField(default=dict, blank=True)
     dry_run = models.BooleanField(default=False)
+    # Which remediation of the incident this is: 1 for the job intake creates, 2, 3... for the
+    # re-attempts the worker queues after an ineffective or failed action (budget and backoff).
+    attempt = models.PositiveIntegerField(default=1)
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    # How many times this job was claimed (transient failures are retried up to a bound).
     attempts = models.PositiveIntegerField(default=0)
     not_before = models.DateTimeField(default=timezone.now)
     lease_owner = models.CharField(max_length=100, blank=True, default="")
@@ -131,7 +135,9 @@ class Job(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["policy", "alert"], name="job_one_per_policy_incident"),
+            # One job per (policy, incident) per attempt: intake always creates attempt 1, so a
+            # re-delivered alert can never queue a second first job.
+            models.UniqueConstraint(fields=["policy", "alert", "attempt"], name="job_one_per_policy_incident"),
         ]
         indexes = [
             models.Index(fields=["state", "not_before"], name="job_state_due"),
@@ -155,6 +161,10 @@ class Switch(models.Model):
     circuit_open = models.BooleanField(default=False)
     circuit_opened_at = models.DateTimeField(null=True, blank=True)
     circuit_reason = models.CharField(max_length=255, blank=True, default="")
+    # After the cool-off the open circuit lets one probe action through; its outcome closes the
+    # circuit or opens it again. Actions before circuit_reset_at no longer count against it.
+    circuit_half_open = models.BooleanField(default=False)
+    circuit_reset_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
     updated_by = models.CharField(max_length=150, blank=True, default="")
 
