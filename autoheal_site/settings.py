@@ -232,6 +232,24 @@ AUTOHEAL_PUBLIC_URL = env_str("AUTOHEAL_PUBLIC_URL", "http://localhost:9009")
 AUTOHEAL_METRICS_TOKEN = env_secret("AUTOHEAL_METRICS_TOKEN")
 AUTOHEAL_SELF_CONTAINER = env_str("AUTOHEAL_SELF_CONTAINER", os.environ.get("HOSTNAME", ""))
 DOCKER_HOST = env_str("DOCKER_HOST")
+# Remediation safety (see README "Safety"): circuit breaker, backoff, leases, retries.
+AUTOHEAL_CIRCUIT_MAX_ACTIONS = env_int("AUTOHEAL_CIRCUIT_MAX_ACTIONS", 10)
+AUTOHEAL_CIRCUIT_MAX_FAILURES = env_int("AUTOHEAL_CIRCUIT_MAX_FAILURES", 5)
+AUTOHEAL_CIRCUIT_WINDOW_SECONDS = env_int("AUTOHEAL_CIRCUIT_WINDOW_SECONDS", 600)
+AUTOHEAL_CIRCUIT_COOLOFF_SECONDS = env_int("AUTOHEAL_CIRCUIT_COOLOFF_SECONDS", 900)
+AUTOHEAL_BACKOFF_BASE_SECONDS = env_int("AUTOHEAL_BACKOFF_BASE_SECONDS", 10)
+AUTOHEAL_BACKOFF_MAX_SECONDS = env_int("AUTOHEAL_BACKOFF_MAX_SECONDS", 300)
+AUTOHEAL_BACKOFF_RESET_SECONDS = env_int("AUTOHEAL_BACKOFF_RESET_SECONDS", 600)
+AUTOHEAL_LEASE_SECONDS = env_int("AUTOHEAL_LEASE_SECONDS", 60)
+AUTOHEAL_MAX_RETRIES = env_int("AUTOHEAL_MAX_RETRIES", 3)
+AUTOHEAL_WORKER_POLL_SECONDS = env_int("AUTOHEAL_WORKER_POLL_SECONDS", 2)
+AUTOHEAL_WAKEUP = env_str("AUTOHEAL_WAKEUP", "auto").strip().lower()  # auto | postgres | redis | local
+AUTOHEAL_WEBHOOK_ACTION_ALLOW = env_list("AUTOHEAL_WEBHOOK_ACTION_ALLOW")
+for _name in ("AUTOHEAL_CIRCUIT_MAX_ACTIONS", "AUTOHEAL_CIRCUIT_WINDOW_SECONDS", "AUTOHEAL_LEASE_SECONDS"):
+    if globals()[_name] <= 0:
+        raise ImproperlyConfigured(f"{_name} must be a positive integer")
+if AUTOHEAL_WAKEUP not in ("auto", "postgres", "redis", "local"):
+    raise ImproperlyConfigured("AUTOHEAL_WAKEUP must be auto, postgres, redis or local")
 
 # --- Logging --------------------------------------------------------------------------------
 LOGGING = {
