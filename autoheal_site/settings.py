@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "remediation",
     "dashboard",
     "operations",
+    "observability",
 ]
 
 MIDDLEWARE = [
