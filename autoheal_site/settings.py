@@ -83,9 +83,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.authentication.BearerTokenMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # After every header-setting middleware, so their headers are on 401/429/503 answers too.
+    "accounts.middleware.MetricsTokenMiddleware",
+    "accounts.ratelimit.RateLimitMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
@@ -147,6 +151,18 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "autoheal"}}
 
+# --- Live stream (GET /events, see audit/streams.py) -----------------------------------------
+# Replay reads the audit table (the audit id is the event id); only ops and admin may read. With
+# REDIS_URL, writers in any process ring each web process through Redis pub/sub; without it, the
+# hand-over is in-process and other processes' events arrive by the poll. EVENTSTREAM_REDIS is
+# deliberately unset: the library's own Redis listener delivers in arrival order (see streams.py).
+EVENTSTREAM_STORAGE_CLASS = "audit.streams.AuditStorage"
+EVENTSTREAM_CHANNELMANAGER_CLASS = "audit.streams.AuditChannelManager"
+AUTOHEAL_STREAM_KEEPALIVE_SECONDS = float(env_int("AUTOHEAL_STREAM_KEEPALIVE_SECONDS", 15))
+AUTOHEAL_STREAM_POLL_SECONDS = float(env_int("AUTOHEAL_STREAM_POLL_SECONDS", 1))
+AUTOHEAL_STREAM_MAX_PENDING = env_int("AUTOHEAL_STREAM_MAX_PENDING", 1000)
+AUTOHEAL_STREAM_REPLAY_MAX = env_int("AUTOHEAL_STREAM_REPLAY_MAX", 10000)
+
 # --- Auth -----------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -154,7 +170,35 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+# OpenID Connect login (mozilla-django-oidc, code flow + PKCE) when a client id and the provider
+# (a discovery URL or explicit endpoints) are set; local Django accounts otherwise. See README.
+OIDC_RP_CLIENT_ID = env_str("OIDC_RP_CLIENT_ID")
+OIDC_RP_CLIENT_SECRET = env_secret("OIDC_RP_CLIENT_SECRET")
+OIDC_OP_DISCOVERY_URL = env_str("OIDC_OP_DISCOVERY_URL")
+OIDC_OP_ISSUER = env_str("OIDC_OP_ISSUER")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env_str("OIDC_OP_AUTHORIZATION_ENDPOINT")
+OIDC_OP_TOKEN_ENDPOINT = env_str("OIDC_OP_TOKEN_ENDPOINT")
+OIDC_OP_USER_ENDPOINT = env_str("OIDC_OP_USER_ENDPOINT")
+OIDC_OP_JWKS_ENDPOINT = env_str("OIDC_OP_JWKS_ENDPOINT")
+OIDC_RP_SIGN_ALGO = env_str("OIDC_RP_SIGN_ALGO", "RS256")
+if OIDC_RP_SIGN_ALGO not in ("RS256", "ES256"):
+    raise ImproperlyConfigured("OIDC_RP_SIGN_ALGO must be RS256 or ES256")
+OIDC_RP_SCOPES = env_str("OIDC_RP_SCOPES", "openid email profile")
+OIDC_ROLES_CLAIM = env_str("OIDC_ROLES_CLAIM", "roles")
+OIDC_API_AUDIENCE = env_str("OIDC_API_AUDIENCE")
+OIDC_JWT_LEEWAY_SECONDS = env_int("OIDC_JWT_LEEWAY_SECONDS", 10)
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = env_int("OIDC_TIMEOUT", 5)
+OIDC_ENABLED = bool(OIDC_RP_CLIENT_ID and (OIDC_OP_DISCOVERY_URL or OIDC_OP_AUTHORIZATION_ENDPOINT))
+if OIDC_ENABLED and not OIDC_RP_CLIENT_SECRET:
+    raise ImproperlyConfigured("OIDC_RP_CLIENT_SECRET (or OIDC_RP_CLIENT_SECRET_FILE) is not set")
+# With OpenID login the local password form is off unless asked for (a break-glass account).
+AUTOHEAL_LOCAL_LOGIN = env_bool("AUTOHEAL_LOCAL_LOGIN", not OIDC_ENABLED)
+AUTHENTICATION_BACKENDS = [
+    *(["accounts.oidc.AutohealOIDCBackend"] if OIDC_ENABLED else []),
+    *(["django.contrib.auth.backends.ModelBackend"] if AUTOHEAL_LOCAL_LOGIN else []),
+    "accounts.backends.RolePermissionBackend",
+]
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/ops/"
 LOGOUT_REDIRECT_URL = "/"
@@ -177,8 +221,14 @@ WHITENOISE_USE_FINDERS = True
 
 # --- REST framework -------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Bearer classes first: their challenge makes DRF answer 401, not 403, to anonymous callers.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.ApiKeyAuthentication",
+        "accounts.authentication.JWTAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    # Closed by default: a new endpoint needs the ops role unless it says otherwise.
+    "DEFAULT_PERMISSION_CLASSES": ["accounts.roles.IsOps"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -262,7 +312,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redact_secrets": {"()": "accounts.redact.RedactSecretsFilter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_secrets"]}
+    },
     "root": {"handlers": ["console"], "level": env_str("AUTOHEAL_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
