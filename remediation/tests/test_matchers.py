@@ -1,0 +1,130 @@
+"""Alertmanager matchers: syntax, semantics and anchoring, with properties checked by hypothesis."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from remediation.matchers import MatcherError, matches_all, parse_matcher, parse_matchers, quote
+
+label_names = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,10}", fullmatch=True)
+label_values = st.text(max_size=20)
+label_sets = st.dictionaries(label_names, st.text(min_size=1, max_size=12), max_size=5)
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "op", "value"),
+    [
+        ('alertname="ContainerUnhealthy"', "alertname", "=", "ContainerUnhealthy"),
+        ('severity=~"critical|page"', "severity", "=~", "critical|page"),
+        ('env!="dev"', "env", "!=", "dev"),
+        ("env!=dev", "env", "!=", "dev"),
+        ("  job !~ node.*  ", "job", "!~", "node.*"),
+        ('foo=""', "foo", "=", ""),
+        ("foo=", "foo", "=", ""),
+        (r'msg="say \"hi\""', "msg", "=", 'say "hi"'),
+        (r'path="C:\\temp"', "path", "=", "C:\\temp"),
+        (r'n=~"\d+"', "n", "=~", r"\d+"),
+        (r'multi="a\nb"', "multi", "=", "a\nb"),
+        ('x="a=b"', "x", "=", "a=b"),
+        ("x=~a=b", "x", "=~", "a=b"),
+    ],
+)
+def test_matcher_syntax_as_amtool_writes_it(text: str, name: str, op: str, value: str) -> None:
+    matcher = parse_matcher(text)
+    assert (matcher.name, matcher.op, matcher.value) == (name, op, value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("alertname", "not a matcher"),
+        ('="x"', "not a matcher"),
+        ('1abc="x"', "'1abc' is not a label name"),
+        ('a="x', "never closed"),
+        ('a="x"y"', "unescaped double quote"),
+        ('a=x"y', "unescaped double quote"),
+        ('a=~"("', "invalid regular expression"),
+        ('a=~"(?=x)x"', "not supported by Alertmanager"),
+        (r'a=~"(x)\1"', "not supported by Alertmanager"),
+        ('{a="x"}', "without braces"),
+    ],
+)
+def test_bad_matcher_is_an_error_naming_the_matcher(text: str, message: str) -> None:
+    with pytest.raises(MatcherError) as caught:
+        parse_matcher(text)
+    assert message in str(caught.value)
+    assert repr(text) in str(caught.value) or "braces" in message
+
+
+def test_error_in_a_list_names_the_entry() -> None:
+    with pytest.raises(MatcherError, match=r"^matchers\[1\]: 'severity=~\"\(\"'"):
+        parse_matchers(['alertname="X"', 'severity=~"("'])
+
+
+def test_missing_label_matches_as_empty_string() -> None:
+    assert parse_matcher('foo=""').matches({"bar": "1"})
+    assert not parse_matcher('foo!=""').matches({"bar": "1"})
+    assert parse_matcher('foo!=""').matches({"foo": "1"})
+    assert parse_matcher('foo=~"x|"').matches({})
+    assert not parse_matcher('foo=~".+"').matches({})
+
+
+def test_regex_is_anchored_to_the_whole_value() -> None:
+    matcher = parse_matcher('severity=~"crit"')
+    assert matcher.matches({"severity": "crit"})
+    assert not matcher.matches({"severity": "critical"})
+    assert not matcher.matches({"severity": "subcrit"})
+    # Alternation is anchored as a group: ^(?:a|b)$, not ^a|b$.
+    alternation = parse_matcher('severity=~"critical|page"')
+    assert not alternation.matches({"severity": "critical-ish"})
+    assert not alternation.matches({"severity": "xpage"})
+    # A trailing newline is part of the value, not an end-of-line for $.
+    assert not matcher.matches({"severity": "crit\n"})
+
+
+def test_empty_matcher_list_matches_everything() -> None:
+    assert matches_all([], {"alertname": "X"})
+
+
+@given(name=label_names, value=label_values, labels=label_sets)
+def test_equal_matches_exactly_the_value(name: str, value: str, labels: dict[str, str]) -> None:
+    matcher = parse_matcher(f"{name}={quote(value)}")
+    assert matcher.matches(labels) == (labels.get(name, "") == value)
+
+
+@given(name=label_names, value=label_values, labels=label_sets)
+def test_not_equal_is_the_negation_of_equal(name: str, value: str, labels: dict[str, str]) -> None:
+    equal = parse_matcher(f"{name}={quote(value)}")
+    not_equal = parse_matcher(f"{name}!={quote(value)}")
+    assert not_equal.matches(labels) == (not equal.matches(labels))
+
+
+@given(name=label_names, value=label_values, labels=label_sets)
+def test_escaped_regex_equals_equality(name: str, value: str, labels: dict[str, str]) -> None:
+    regex = parse_matcher(f"{name}=~{quote(re.escape(value))}")
+    equal = parse_matcher(f"{name}={quote(value)}")
+    negated = parse_matcher(f"{name}!~{quote(re.escape(value))}")
+    assert regex.matches(labels) == equal.matches(labels)
+    assert negated.matches(labels) == (not regex.matches(labels))
+
+
+@given(name=label_names, value=st.text(min_size=1, max_size=10), prefix=label_values, suffix=label_values)
+def test_regex_never_matches_a_strict_superstring(name: str, value: str, prefix: str, suffix: str) -> None:
+    matcher = parse_matcher(f"{name}=~{quote(re.escape(value))}")
+    superstring = prefix + value + suffix
+    if superstring != value:
+        assert not matcher.matches({name: superstring})
+    assert matcher.matches({name: value})
+
+
+@given(name=label_names, op=st.sampled_from(["=", "!=", "=~", "!~"]), value=label_values)
+def test_printed_matcher_parses_back_to_itself(name: str, op: str, value: str) -> None:
+    if op in ("=~", "!~"):
+        value = re.escape(value)
+    matcher = parse_matcher(f"{name}{op}{quote(value)}")
+    assert parse_matcher(str(matcher)) == matcher
+    assert matcher.value == value
