@@ -166,3 +166,57 @@ def test_a_directory_without_a_manifest_is_not_restored(mirror, tmp_path):
 
 def manifest_db_file(backup: Path) -> str:
     return str(json.loads((backup / MANIFEST).read_text())["database"]["file"])
+
+
+SNAPSHOT_RULES = """
+groups:
+  - name: autoheal
+    rules:
+      - record: autoheal:heartbeat:age_seconds
+        expr: vector(3)
+"""
+
+
+@pytest.mark.prometheus
+def test_backup_carries_a_prometheus_snapshot_and_restore_puts_its_blocks_back(prometheus, mirror, tmp_path):
+    populate()
+    prom = prometheus(SNAPSHOT_RULES, admin_api=True)
+    prom.wait_for(lambda: bool(prom.api("/api/v1/query?query=autoheal:heartbeat:age_seconds")["result"]), "a sample")
+    backup = tmp_path / "backup"
+
+    out = StringIO()
+    call_command(
+        "autoheal_backup",
+        "--output",
+        str(backup),
+        "--prometheus",
+        prom.url,
+        "--prometheus-data",
+        str(prom.data_dir),
+        stdout=out,
+    )
+    manifest = json.loads((backup / MANIFEST).read_text())
+    snapshot = manifest["prometheus"]["snapshot"]
+    assert manifest["prometheus"]["copied"] is True and manifest["warnings"] == []
+    blocks = [p for p in (backup / "prometheus" / snapshot).iterdir() if p.is_dir()]
+    assert blocks and all((block / "meta.json").is_file() for block in blocks)
+    assert any(entry["path"].startswith(f"prometheus/{snapshot}/") for entry in manifest["files"])
+
+    fresh = tmp_path / "new-prometheus-data"
+    call_command(
+        "autoheal_restore", "--input", str(backup), "--force", "--prometheus-data", str(fresh), stdout=StringIO()
+    )
+    assert sorted(p.name for p in fresh.iterdir()) == sorted(block.name for block in blocks)
+
+
+@pytest.mark.prometheus
+def test_backup_says_so_when_the_prometheus_admin_api_is_off(prometheus, mirror, tmp_path):
+    populate()
+    prom = prometheus(SNAPSHOT_RULES, admin_api=False)
+    err = StringIO()
+    call_command(
+        "autoheal_backup", "--output", str(tmp_path / "b"), "--prometheus", prom.url, stdout=StringIO(), stderr=err
+    )
+    assert "Prometheus snapshot not taken" in err.getvalue() and "--web.enable-admin-api" in err.getvalue()
+    manifest = json.loads((tmp_path / "b" / MANIFEST).read_text())
+    assert manifest["warnings"] and manifest["database"]["counts"]["audit.auditevent"] == 16
