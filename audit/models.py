@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import models
@@ -41,6 +41,8 @@ class AppendOnlyError(RuntimeError):
 
 
 class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+    """Queries over the trail; refuses bulk changes so nothing rewrites history by accident."""
+
     def update(self, **kwargs: Any) -> int:
         raise AppendOnlyError("audit events are append-only")
 
@@ -48,8 +50,31 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
         raise AppendOnlyError("audit events are append-only; use manage.py audit_prune")
 
 
+def iso_utc(ts: datetime) -> str:
+    """A timestamp as UTC ISO 8601 with a ``Z``, the form used in the API, JSONL and hashes."""
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def search_text(*, alertname: str, target: str, message: str, data: dict[str, Any]) -> str:
+    """The lowercased text that ``contains`` searches: alertname, target, message and labels.
+
+    Labels (``data.labels`` of alert events) appear as ``name=value`` pairs, so both a value and
+    a ``name=value`` pair can be searched for.
+    """
+    parts = [alertname, target, message]
+    labels = data.get("labels") if isinstance(data, dict) else None
+    if isinstance(labels, dict):
+        parts.append(" ".join(f"{key}={value}" for key, value in sorted(labels.items())))
+    return "\n".join(parts).lower()
+
+
 class AuditEvent(models.Model):
-    """One thing Autoheal saw or did. Written only by ``audit.services.audit_record``."""
+    """One thing Autoheal saw or did. Written only by ``audit.services.audit_record``.
+
+    Timestamps never go backwards in id order (the writer guarantees it), so a time bound can be
+    turned into an id bound; ``search`` is derived text for ``contains`` (trigram-indexed on
+    PostgreSQL) and is not part of the event's JSON or hash.
+    """
 
     ts = models.DateTimeField(default=timezone.now)
     kind = models.CharField(max_length=32, choices=[(k, k) for k in ALL_KINDS])
@@ -62,15 +87,20 @@ class AuditEvent(models.Model):
     data = models.JSONField(default=dict, blank=True)
     prev_hash = models.CharField(max_length=64, blank=True, default="")
     hash = models.CharField(max_length=64, blank=True, default="")
+    search = models.TextField(blank=True, default="", editable=False)
 
     objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-id"]
+        # Newest first by id everywhere: each filter has an index ending in id so a page is an
+        # index range read backwards, never a sort of every match. The trigram index on
+        # ``search`` is PostgreSQL-only and lives in migration 0002.
         indexes = [
-            models.Index(fields=["ts"], name="audit_ts"),
+            models.Index(fields=["ts", "id"], name="audit_ts_id"),
             models.Index(fields=["kind", "-id"], name="audit_kind_id"),
             models.Index(fields=["alertname", "-id"], name="audit_alertname_id"),
+            models.Index(fields=["alertname", "kind", "-id"], name="audit_alertname_kind_id"),
             models.Index(fields=["fingerprint", "-id"], name="audit_fingerprint_id"),
         ]
 
@@ -89,7 +119,7 @@ class AuditEvent(models.Model):
         """The event as INTERFACE.md shows it (the hash fields are for audit_verify)."""
         return {
             "id": self.id,
-            "ts": self.ts.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "ts": iso_utc(self.ts),
             "kind": self.kind,
             "alertname": self.alertname,
             "fingerprint": self.fingerprint,
@@ -99,3 +129,39 @@ class AuditEvent(models.Model):
             "actor": self.actor,
             "data": self.data,
         }
+
+
+class AuditExport(models.Model):
+    """A completed export that covered every event up to ``through_id``: what prune may remove."""
+
+    created_at = models.DateTimeField(default=timezone.now)
+    through_id = models.BigIntegerField()
+    events = models.BigIntegerField()
+    destination = models.CharField(max_length=500, blank=True, default="")
+
+    class Meta:
+        ordering = ["-through_id"]
+
+    def __str__(self) -> str:
+        return f"export through {self.through_id} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class AuditAnchor(models.Model):
+    """Where the chain continues after a prune: the hash of the last removed event.
+
+    ``audit_verify`` accepts a first remaining event whose ``prev_hash`` is the genesis hash or
+    the ``through_hash`` of an anchor below it, so a pruned trail stays verifiable.
+    """
+
+    created_at = models.DateTimeField(default=timezone.now)
+    through_id = models.BigIntegerField()
+    through_hash = models.CharField(max_length=64)
+    through_ts = models.DateTimeField()
+    removed = models.BigIntegerField()
+    forced = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-through_id"]
+
+    def __str__(self) -> str:
+        return f"pruned through {self.through_id} ({self.removed} events)"

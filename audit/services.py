@@ -1,8 +1,10 @@
-"""The one writer of the audit trail.
+"""The one writer of the audit trail, and its retention and restore tools.
 
 ``audit_record`` writes the row in the caller's transaction, chains its hash to the previous event,
 counts it in the metrics, and, only after the transaction commits, appends it to the JSONL mirror
 and publishes it to the live stream. An event whose transaction rolls back leaves no trace.
+
+``audit_prune`` is the only code that deletes events; ``audit_import`` restores exported ones.
 """
 
 from __future__ import annotations
@@ -11,21 +13,30 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.management.color import no_style
 from django.db import connection, transaction
+from django.db.models import Max, Min
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from audit import mirror
-from audit.models import ALL_KINDS, AuditEvent
+from audit.models import ALL_KINDS, AuditAnchor, AuditEvent, AuditExport, iso_utc, search_text
 
 logger = logging.getLogger(__name__)
 
 # A fixed key for PostgreSQL's transaction-scoped advisory lock that serialises chain writers.
 _CHAIN_LOCK_KEY = 0x4175646974  # "Audit"
 GENESIS_HASH = "0" * 64
+
+# Field limits, applied before hashing so the stored event is exactly the hashed one.
+_LIMITS = {"message": 10000, "alertname": 200, "fingerprint": 64, "policy": 100, "target": 255, "actor": 150}
+# The fields of an event that its hash covers, in the order of INTERFACE.md.
+HASHED_FIELDS = ("ts", "kind", "alertname", "fingerprint", "policy", "target", "message", "actor", "data")
 
 # Called after commit with each committed event; the stream and metrics modules register here.
 _after_commit_hooks: list[Callable[[AuditEvent], None]] = []
@@ -37,24 +48,34 @@ def register_after_commit(hook: Callable[[AuditEvent], None]) -> None:
         _after_commit_hooks.append(hook)
 
 
-def event_hash(prev_hash: str, event: AuditEvent) -> str:
-    """The chained hash: SHA-256 over the previous hash and the event's canonical JSON."""
-    # The id is left out so the hash can be sealed before the INSERT; order is still protected
-    # because each event names its predecessor's hash and audit_verify walks the ids in order.
-    body = event.as_dict()
-    body.pop("id", None)
+def body_hash(prev_hash: str, body: dict[str, Any]) -> str:
+    """SHA-256 over the previous hash and the canonical JSON of an event's hashed fields.
+
+    ``body`` holds ``HASHED_FIELDS`` with ``ts`` already in the ``iso_utc`` form.
+    """
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
 
 
-def _lock_chain() -> str:
-    """Take the chain lock for this transaction and return the last event's hash."""
+def event_hash(prev_hash: str, event: AuditEvent) -> str:
+    """The chained hash of one event."""
+    # The id is left out so the hash can be sealed before the INSERT; order is still protected
+    # because each event names its predecessor's hash and audit_verify walks the ids in order.
+    body = event.as_dict()
+    body.pop("id", None)
+    return body_hash(prev_hash, body)
+
+
+def _lock_chain() -> tuple[str, datetime | None]:
+    """Take the chain lock for this transaction; return the last event's hash and timestamp."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
     # SQLite transactions here are BEGIN IMMEDIATE: writers are already serialised.
-    last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
-    return last or GENESIS_HASH
+    last = AuditEvent.objects.order_by("-id").values_list("hash", "ts").first()
+    if last is None:
+        return GENESIS_HASH, None
+    return last[0] or GENESIS_HASH, last[1]
 
 
 def audit_record(
@@ -88,27 +109,34 @@ def audit_record(
 
 
 def audit_record_many(items: list[dict[str, Any]]) -> list[AuditEvent]:
-    """Record several events at once: one chain lock and one INSERT for the lot."""
+    """Record several events at once: one chain lock and one INSERT for the lot.
+
+    Timestamps never go backwards along the chain: an event stamped (or given a ``ts``) earlier
+    than the last recorded one takes the last one's time. That keeps ``ts`` ordered like ``id``,
+    which is what lets time filters be answered as id ranges.
+    """
     for item in items:
         if item["kind"] not in ALL_KINDS:
             raise ValueError(f"unknown audit kind: {item['kind']!r}")
+        if item.get("data") is not None and not isinstance(item["data"], dict):
+            raise ValueError("audit data must be a JSON object (a dict)")
+        given = item.get("ts")
+        if given is not None and timezone.is_naive(given):
+            raise ValueError("audit ts must be timezone-aware")
     started = time.perf_counter()
     with transaction.atomic():
-        prev = _lock_chain()
+        prev, last_ts = _lock_chain()
         now = timezone.now()
         events = []
         for item in items:
-            event = AuditEvent(
-                ts=item.get("ts") or now,
-                kind=item["kind"],
-                message=(item.get("message") or "")[:10000],
-                alertname=(item.get("alertname") or "")[:200],
-                fingerprint=(item.get("fingerprint") or "")[:64],
-                policy=(item.get("policy") or "")[:100],
-                target=(item.get("target") or "")[:255],
-                actor=(item.get("actor") or "")[:150],
-                data=item.get("data") or {},
-            )
+            ts = item.get("ts") or now
+            if last_ts is not None and ts < last_ts:
+                ts = last_ts
+            last_ts = ts
+            fields = {name: str(item.get(name) or "")[:limit] for name, limit in _LIMITS.items()}
+            data = item.get("data") or {}
+            event = AuditEvent(ts=ts, kind=item["kind"], data=data, **fields)
+            event.search = search_text(alertname=event.alertname, target=event.target, message=event.message, data=data)
             event.prev_hash = prev
             event.hash = event_hash(prev, event)
             prev = event.hash
@@ -135,10 +163,219 @@ def _count(events: list[AuditEvent], elapsed: float) -> None:
 
 
 def _after_commit(events: list[AuditEvent]) -> None:
+    mirror.append_many(events)
     for event in events:
-        mirror.append(event)
         for hook in _after_commit_hooks:
             try:
                 hook(event)
             except Exception:  # a failing subscriber must never break the writer
                 logger.exception("audit after-commit hook failed for event %s", event.id)
+
+
+# --- Export bookkeeping and retention --------------------------------------------------------
+
+
+def audit_export_record(*, through_id: int, events: int, destination: str) -> AuditExport:
+    """Remember that every event up to ``through_id`` has been exported (prune may remove them)."""
+    return AuditExport.objects.create(through_id=through_id, events=events, destination=destination[:500])
+
+
+def exported_through() -> int:
+    """The highest id below which every event has been exported (0 if none)."""
+    return AuditExport.objects.aggregate(top=Max("through_id"))["top"] or 0
+
+
+class PruneRefused(Exception):
+    """Prune would remove events that no complete export holds."""
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What a prune removed (or would remove, for a dry run)."""
+
+    cutoff: datetime
+    removed: int
+    first_id: int | None
+    through_id: int | None
+    through_ts: datetime | None
+    anchor: AuditAnchor | None
+
+
+def audit_prune(
+    *, older_than: timedelta, force: bool = False, dry_run: bool = False, now: datetime | None = None
+) -> PruneResult:
+    """Remove the oldest events, those recorded before ``now - older_than``.
+
+    Only a prefix of the chain is removed (every event up to the last old one before the first
+    event still within retention), and an anchor keeps the last removed hash, so ``audit_verify``
+    still checks the rest. Refuses (``PruneRefused``) when an event to remove was never part of a
+    complete export, unless ``force``.
+    """
+    if older_than <= timedelta(0):
+        raise ValueError("older_than must be positive")
+    cutoff = (now or timezone.now()) - older_than
+    with transaction.atomic():
+        _lock_chain()
+        young_floor = AuditEvent.objects.filter(ts__gte=cutoff).aggregate(low=Min("id"))["low"]
+        old = AuditEvent.objects.all() if young_floor is None else AuditEvent.objects.filter(id__lt=young_floor)
+        bounds = old.aggregate(low=Min("id"), high=Max("id"))
+        through_id = bounds["high"]
+        if through_id is None:
+            return PruneResult(cutoff, 0, None, None, None, None)
+        last = AuditEvent.objects.filter(id=through_id).values_list("hash", "ts").get()
+        removed = AuditEvent.objects.filter(id__lte=through_id).count()
+        exported = exported_through()
+        if through_id > exported and not force:
+            raise PruneRefused(
+                f"{removed} events up to id {through_id} are older than {iso_utc(cutoff)}, but a complete "
+                f"export only covers events up to id {exported}: run audit_export first, or pass --force"
+            )
+        if dry_run:
+            return PruneResult(cutoff, removed, bounds["low"], through_id, last[1], None)
+        anchor = AuditAnchor.objects.create(
+            through_id=through_id,
+            through_hash=last[0],
+            through_ts=last[1],
+            removed=removed,
+            forced=through_id > exported,
+        )
+        # The one place events are deleted: raw SQL on purpose, past the append-only guards.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {connection.ops.quote_name(AuditEvent._meta.db_table)} WHERE id <= %s",  # noqa: S608
+                [through_id],
+            )
+    return PruneResult(cutoff, removed, bounds["low"], through_id, last[1], anchor)
+
+
+# --- Import ----------------------------------------------------------------------------------
+
+
+class AuditImportError(ValueError):
+    """A line of an import cannot be accepted; nothing of the import is kept."""
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """How many lines an import read, added, and found already present."""
+
+    read: int
+    added: int
+    present: int
+
+
+_IMPORT_BATCH = 1000
+
+
+def _parse_line(number: int, line: str) -> AuditEvent:
+    try:
+        raw = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise AuditImportError(f"line {number}: not JSON ({exc.msg})") from None
+    if not isinstance(raw, dict):
+        raise AuditImportError(f"line {number}: not a JSON object")
+    missing = [name for name in ("id", "prev_hash", "hash", *HASHED_FIELDS) if name not in raw]
+    if missing:
+        raise AuditImportError(f"line {number}: missing {', '.join(missing)}")
+    if not isinstance(raw["id"], int) or isinstance(raw["id"], bool) or raw["id"] <= 0:
+        raise AuditImportError(f"line {number}: id must be a positive integer")
+    if raw["kind"] not in ALL_KINDS:
+        raise AuditImportError(f"line {number}: unknown kind {str(raw['kind'])[:40]!r}")
+    if not isinstance(raw["data"], dict):
+        raise AuditImportError(f"line {number}: data must be a JSON object")
+    for name in ("prev_hash", "hash", *_LIMITS):
+        if not isinstance(raw[name], str):
+            raise AuditImportError(f"line {number}: {name} must be a string")
+        if name in _LIMITS and len(raw[name]) > _LIMITS[name]:
+            raise AuditImportError(f"line {number}: {name} is longer than {_LIMITS[name]} characters")
+    ts = parse_datetime(raw["ts"]) if isinstance(raw["ts"], str) else None
+    if ts is None or timezone.is_naive(ts):
+        raise AuditImportError(f"line {number}: ts must be an ISO 8601 time with a zone, like 2026-01-31T12:00:00Z")
+    body = {name: raw[name] for name in HASHED_FIELDS}
+    body["ts"] = iso_utc(ts)
+    if body_hash(raw["prev_hash"], body) != raw["hash"]:
+        raise AuditImportError(f"line {number}: hash does not match the event's content (event id {raw['id']})")
+    fields = {name: raw[name] for name in _LIMITS}
+    event = AuditEvent(
+        id=raw["id"], ts=ts, kind=raw["kind"], data=raw["data"], prev_hash=raw["prev_hash"], hash=raw["hash"], **fields
+    )
+    event.search = search_text(alertname=event.alertname, target=event.target, message=event.message, data=event.data)
+    return event
+
+
+def _batches(lines: Iterable[str]) -> Iterator[list[tuple[int, AuditEvent]]]:
+    batch: list[tuple[int, AuditEvent]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        batch.append((number, _parse_line(number, line)))
+        if len(batch) >= _IMPORT_BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def audit_import(*, lines: Iterable[str]) -> ImportResult:
+    """Restore exported events (JSONL of ``audit_export``) with their ids and hashes.
+
+    Idempotent: an event already present with the same hash is skipped. All or nothing: a bad
+    line, an id present with different content, or timestamps that would go backwards along the
+    ids raise ``AuditImportError`` and the whole import is rolled back. Restored events are history,
+    not news: they are not appended to the JSONL mirror nor published to the live stream.
+    """
+    read = added = present = 0
+    low: int | None = None
+    high: int | None = None
+    with transaction.atomic():
+        _lock_chain()
+        for batch in _batches(lines):
+            read += len(batch)
+            ids = [event.id for _, event in batch]
+            existing = dict(AuditEvent.objects.filter(id__in=ids).values_list("id", "hash"))
+            fresh: dict[int, AuditEvent] = {}
+            for number, event in batch:
+                known = existing.get(event.id) or (fresh[event.id].hash if event.id in fresh else None)
+                if known is None:
+                    fresh[event.id] = event
+                elif known == event.hash:
+                    present += 1
+                else:
+                    raise AuditImportError(f"line {number}: event id {event.id} already exists with different content")
+            if fresh:
+                AuditEvent.objects.bulk_create(list(fresh.values()))
+                added += len(fresh)
+                low = min(low or min(fresh), min(fresh))
+                high = max(high or 0, max(fresh))
+        if low is not None and high is not None:
+            _check_time_order(low, high)
+            _reset_sequence()
+    return ImportResult(read=read, added=added, present=present)
+
+
+def _check_time_order(low: int, high: int) -> None:
+    """Refuse an import that would make timestamps go backwards along the ids."""
+    table = connection.ops.quote_name(AuditEvent._meta.db_table)
+    with connection.cursor() as cursor:
+        # Include the neighbours just outside the imported range: they must agree too.
+        cursor.execute(
+            f"SELECT id FROM (SELECT id, ts, LAG(ts) OVER (ORDER BY id) AS before FROM {table} "  # noqa: S608
+            f"WHERE id >= COALESCE((SELECT MAX(id) FROM {table} WHERE id < %s), %s) "
+            f"AND id <= COALESCE((SELECT MIN(id) FROM {table} WHERE id > %s), %s)) AS ordered "
+            "WHERE ts < before ORDER BY id LIMIT 1",
+            [low, low, high, high],
+        )
+        row = cursor.fetchone()
+    if row is not None:
+        raise AuditImportError(
+            f"event id {row[0]} is older than the event before it: the trail's timestamps must not go backwards"
+        )
+
+
+def _reset_sequence() -> None:
+    """Move the id sequence past imported ids so new events never collide with them."""
+    statements = connection.ops.sequence_reset_sql(no_style(), [AuditEvent])
+    if statements:
+        with connection.cursor() as cursor:
+            for sql in statements:
+                cursor.execute(sql)

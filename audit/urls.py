@@ -1,5 +1,19 @@
-"""Routes of this app (included at the site root by autoheal_site/urls.py)."""
+"""Routes of the audit app (included at the site root by autoheal_site/urls.py)."""
 
-from django.urls import path  # noqa: F401
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-urlpatterns: list = []
+from accounts.roles import IsOps
+from audit.api import AuditView
+
+urlpatterns = [
+    path("audit", AuditView.as_view(), name="audit"),
+    # The schema and its docs are for operators; the docs page loads Swagger UI from this
+    # server's static files (drf-spectacular-sidecar) and its script from a URL, never inline.
+    path("api/schema/", SpectacularAPIView.as_view(permission_classes=[IsOps]), name="api-schema"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerSplitView.as_view(url_name="api-schema", permission_classes=[IsOps]),
+        name="api-docs",
+    ),
+]
