@@ -2,9 +2,10 @@
 
 from django.urls import path
 
-from remediation import views
+from remediation import views, webhook
 
 urlpatterns = [
     path("", views.health, name="health"),
     path("readyz", views.readyz, name="readyz"),
+    path("alert", webhook.alert_webhook, name="alert-webhook"),
 ]
