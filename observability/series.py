@@ -106,7 +106,11 @@ LAST_ACTION = Latest(
     "Unix time of the latest action outcome (ok, fail, unknown, dry_run) by alert name.",
     ("alertname",),
 )
-LATESTS = (LAST_EVENT, LAST_ACTION)
+LAST_ACCEPTED = Latest(
+    "autoheal_webhook_last_accepted_timestamp",
+    "Unix time POST /alert last accepted a delivery (202); the heartbeat alert keeps it fresh.",
+)
+LATESTS = (LAST_EVENT, LAST_ACTION, LAST_ACCEPTED)
 
 # Audit kind -> the result label of autoheal_actions_total. Started, queued and retried actions are
 # steps on the way to one of these outcomes, so counting them too would count an action twice.
@@ -224,8 +228,9 @@ def audit_deltas(events: Sequence[EventLike], elapsed: float | None) -> list[Del
     return merge_deltas(deltas)
 
 
-def webhook_deltas(codes: Mapping[int, int]) -> list[Delta]:
-    """Counts of webhook answers by status code."""
-    return merge_deltas(
-        Delta(WEBHOOK_REQUESTS.name, labels_key({"code": str(code)}), float(count)) for code, count in codes.items()
-    )
+def webhook_deltas(codes: Mapping[int, int], last_accepted: float | None = None) -> list[Delta]:
+    """Counts of webhook answers by status code, and when a delivery was last accepted."""
+    deltas = [Delta(WEBHOOK_REQUESTS.name, labels_key({"code": str(code)}), float(n)) for code, n in codes.items()]
+    if last_accepted is not None:
+        deltas.append(Delta(LAST_ACCEPTED.name, labels_key(), last_accepted, MAX))
+    return merge_deltas(deltas)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 
@@ -13,6 +14,8 @@ from observability.models import MetricSeries
 from observability.series import Delta, webhook_deltas
 
 logger = logging.getLogger(__name__)
+
+ACCEPTED = 202
 
 
 def series_add(*, deltas: Sequence[Delta]) -> None:
@@ -51,25 +54,31 @@ class _PendingWebhookCounts:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._codes: Counter[int] = Counter()
+        self._last_accepted: float | None = None
 
-    def add(self, code: int) -> None:
+    def add(self, code: int, *, now: float) -> None:
         with self._lock:
             self._codes[code] += 1
+            if code == ACCEPTED:
+                self._last_accepted = max(now, self._last_accepted or now)
 
     def flush(self) -> bool:
         """Store what is pending in one statement; keep it for later if the database fails."""
         with self._lock:
-            codes = dict(self._codes)
+            codes, last_accepted = dict(self._codes), self._last_accepted
             self._codes.clear()
+            self._last_accepted = None
         if not codes:
             return True
         try:
             with transaction.atomic():
-                series_add(deltas=webhook_deltas(codes))
+                series_add(deltas=webhook_deltas(codes, last_accepted))
         except Error:
             logger.warning("webhook request counts kept for later: database unavailable")
             with self._lock:
                 self._codes.update(codes)
+                if last_accepted is not None:
+                    self._last_accepted = max(last_accepted, self._last_accepted or last_accepted)
             return False
         return True
 
@@ -84,10 +93,12 @@ pending_webhook_counts = _PendingWebhookCounts()
 def webhook_request_count(*, code: int) -> None:
     """Count one answer of POST /alert (autoheal_webhook_requests_total{code}).
 
+    A 202 also moves ``autoheal_webhook_last_accepted_timestamp``, the heartbeat's second source.
+
     Stored in its own transaction: inside a caller's open transaction it waits for the commit, so
     a rolled-back request is still counted by the next flush rather than lost with the rollback.
     """
-    pending_webhook_counts.add(code)
+    pending_webhook_counts.add(code, now=time.time())
     if connection.in_atomic_block:
         try:
             transaction.on_commit(pending_webhook_counts.flush)

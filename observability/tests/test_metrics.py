@@ -244,6 +244,7 @@ def test_false_positive_ratio_is_marked_actions_over_actions_run_in_30_days(clie
 
 @pytest.mark.django_db(transaction=True)
 def test_webhook_answers_are_counted_by_code_even_when_the_request_rolled_back(client: Any) -> None:
+    started = timezone.now().timestamp()
     for _ in range(3):
         metrics.count_webhook_request(202)
     metrics.count_webhook_request(401)
@@ -258,6 +259,8 @@ def test_webhook_answers_are_counted_by_code_even_when_the_request_rolled_back(c
     assert value(samples, "autoheal_webhook_requests_total", code="401") == 1
     assert value(samples, "autoheal_webhook_requests_total", code="400") == 1
     assert pending_webhook_counts.pending() == {}
+    accepted_at = value(samples, "autoheal_webhook_last_accepted_timestamp")
+    assert accepted_at is not None and accepted_at >= started
 
 
 @pytest.mark.django_db(transaction=True)
