@@ -1,15 +1,20 @@
 """The remediation loop: claims queued jobs, runs actions, verifies.
 
 Built from small steps that each do one unit of work and say whether they did something; the loop
-sleeps only when every step was idle, and stops cleanly when asked.
+sleeps only when every step was idle (woken early by the job notification), and stops cleanly when
+asked: the action in progress finishes and is recorded, then the loop exits.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
+from django.conf import settings
 from django.db import close_old_connections
+
+from remediation import execution, safety, wakeup
 
 logger = logging.getLogger(__name__)
 
@@ -17,28 +22,68 @@ logger = logging.getLogger(__name__)
 class Worker:
     """One worker; any number may run at once against the same database."""
 
-    def __init__(self, *, name: str, idle_sleep: float = 1.0) -> None:
-        self.name = name
-        self.idle_sleep = idle_sleep
+    def __init__(self, *, name: str, idle_sleep: float | None = None) -> None:
+        self.name = name[:100]
+        poll = float(settings.AUTOHEAL_WORKER_POLL_SECONDS)
+        self.idle_sleep = min(poll, idle_sleep) if idle_sleep is not None else poll
         self.stop_event = threading.Event()
+        self.steps: list[Callable[[], bool]] = [
+            self.end_expired_pause,
+            self.half_open_circuit,
+            self.expire_leases,
+            self.verify_due,
+            self.run_one_job,
+        ]
+
+    # Each step: one unit of work, True if it did something.
+
+    def end_expired_pause(self) -> bool:
+        return safety.pause_expire()
+
+    def half_open_circuit(self) -> bool:
+        return safety.circuit_half_open()
+
+    def expire_leases(self) -> bool:
+        return execution.leases_expire() > 0
+
+    def verify_due(self) -> bool:
+        return execution.jobs_verify() > 0
+
+    def run_one_job(self) -> bool:
+        job = execution.job_claim(worker=self.name)
+        if job is None:
+            return False
+        outcome = execution.job_run(job=job, worker=self.name)
+        logger.info("worker %s: job %s -> %s %s", self.name, job.pk, outcome.state, outcome.reason)
+        return True
 
     def tick(self) -> bool:
-        """Do one unit of work; return True if something was done."""
-        return False
+        """Run every step once; True if any did something."""
+        did_work = False
+        for step in self.steps:
+            if self.stop_event.is_set():
+                break
+            try:
+                did_work = step() or did_work
+            except Exception:
+                logger.exception("worker %s: step %s failed", self.name, step.__name__)
+        return did_work
 
     def run_forever(self) -> None:
-        logger.info("worker %s started", self.name)
-        while not self.stop_event.is_set():
+        logger.info("worker %s started (wake-up: %s)", self.name, wakeup.transport())
+        wakeup.listen()
+        try:
+            while not self.stop_event.is_set():
+                # A connection that broke (database restart) or aged out is replaced here.
+                close_old_connections()
+                if not self.tick() and not self.stop_event.is_set():
+                    wakeup.wait_for_jobs(self.idle_sleep)
+        finally:
+            wakeup.stop_listening()
             close_old_connections()
-            did_work = False
-            try:
-                did_work = self.tick()
-            except Exception:
-                logger.exception("worker %s: step failed", self.name)
-            if not did_work:
-                self.stop_event.wait(self.idle_sleep)
-        close_old_connections()
-        logger.info("worker %s stopped", self.name)
+            logger.info("worker %s stopped", self.name)
 
     def stop(self) -> None:
+        """Ask the loop to finish its current step and exit."""
         self.stop_event.set()
+        wakeup.wake_local()
