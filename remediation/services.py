@@ -393,7 +393,7 @@ class PolicySaveResult:
 def policy_save(
     *, policy_data: Mapping[str, Any], actor: str, instance: Policy | None = None, source: str = "admin"
 ) -> PolicySaveResult:
-    """Create or update one policy (``instance`` to update, e.g. a rename in the admin).
+    """Create or update one policy (an existing ``instance`` is updated, which allows renames).
 
     Validates first (PolicyError, nothing changed); a save that changes nothing writes no audit
     event; otherwise ``policy_changed`` with the actor and each changed field's old and new value.
@@ -404,7 +404,8 @@ def policy_save(
             policy = Policy.objects.select_for_update().get(pk=instance.pk)
             before: dict[str, Any] | None = policy_as_data(policy)
         else:
-            policy = Policy()
+            # A new instance handed in (the admin's) becomes the saved row, so it gets its pk.
+            policy = instance if instance is not None else Policy()
             before = None
         if Policy.objects.filter(name=data["name"]).exclude(pk=policy.pk).exists():
             raise PolicyError({"name": "another policy already has this name"}, data["name"])
