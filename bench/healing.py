@@ -1,0 +1,200 @@
+"""Docker healing through the watcher, on the private dockerd: no Alertmanager involved.
+
+``unhealthy -> restarted`` is read from the Docker daemon's own event stream (``health_status:
+unhealthy`` to the container's next ``restart`` event), so neither Autoheal's clock nor its audit
+is trusted for the figure. A container that never becomes healthy then runs for a bounded time
+under a policy whose budget is scaled down, to show the budget stops the restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from typing import Any
+
+from bench import db
+from bench.context import Context
+from bench.procs import start_manage
+from bench.report import Row
+
+BUDGET = 3
+BUDGET_COOLDOWN = 2
+HEALTH = {
+    "test": ["CMD-SHELL", "test -f /tmp/healthy"],
+    "interval": 1_000_000_000,
+    "timeout": 1_000_000_000,
+    "retries": 1,
+    "start_period": 0,
+}
+
+
+def _policies() -> None:
+    from remediation.models import Action, Policy
+
+    Policy.objects.update_or_create(
+        name="bench-heal",
+        defaults={
+            "matchers": ['alertname="ContainerUnhealthy"', 'container=~"bench-heal-.*"'],
+            "action": Action.RESTART_CONTAINER,
+            "target": "{{ labels.container }}",
+            "cooldown_seconds": 0,
+            "max_actions_per_hour": 1000,
+            "params": {"timeout_seconds": 10},
+        },
+    )
+    Policy.objects.update_or_create(
+        name="bench-never-healthy",
+        defaults={
+            "matchers": ['alertname="ContainerUnhealthy"', 'container=~"bench-never-.*"'],
+            "action": Action.RESTART_CONTAINER,
+            "target": "{{ labels.container }}",
+            # Scaled down so a bounded run reaches the budget: the budget is per hour, the
+            # cooldown only spaces the restarts until the budget is spent.
+            "cooldown_seconds": BUDGET_COOLDOWN,
+            "max_actions_per_hour": BUDGET,
+            "params": {"timeout_seconds": 10},
+        },
+    )
+
+
+def _container(client: Any, image: str, name: str, healthy: bool) -> Any:
+    start = "touch /tmp/healthy && " if healthy else ""
+    return client.containers.run(
+        image,
+        ["sh", "-c", f"{start}exec sleep 100000"],
+        name=name,
+        labels={"autoheal.enable": "true"},
+        detach=True,
+        init=True,
+        network_mode="none",
+        healthcheck=HEALTH,
+    )
+
+
+def _wait_health(container: Any, status: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.attrs["State"].get("Health", {}).get("Status") == status:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _events(client: Any, container_id: str, since: float) -> list[dict[str, Any]]:
+    """The daemon's recorded events for one container since ``since`` (the stream ends at now)."""
+    until = time.time() + 0.5
+    return list(client.events(since=since, until=until, decode=True, filters={"container": container_id}))
+
+
+def _heal_time(events: list[dict[str, Any]]) -> float | None:
+    unhealthy = next((e for e in events if e.get("status") == "health_status: unhealthy"), None)
+    if unhealthy is None:
+        return None
+    after = [e for e in events if e["timeNano"] > unhealthy["timeNano"] and e.get("status") in ("restart", "start")]
+    restart = next((e for e in after if e["status"] == "restart"), None) or next(iter(after), None)
+    if restart is None:
+        return None
+    return (restart["timeNano"] - unhealthy["timeNano"]) / 1e9
+
+
+def healing(ctx: Context) -> None:
+    host = os.environ.get("AUTOHEAL_TEST_DOCKER_HOST") or ctx.env.get("AUTOHEAL_TEST_DOCKER_HOST")
+    if not host:
+        ctx.note("healing: no private dockerd (scripts/services.sh up failed?); not measured")
+        return
+    from django.core.management import get_commands
+
+    if "autoheal_watch_docker" not in get_commands():
+        ctx.note("healing: manage.py autoheal_watch_docker does not exist yet; not measured")
+        ctx.add(Row("docker healing", "not measured", None, "", note="watcher missing"))
+        return
+    import docker
+
+    db.truncate_state()
+    _policies()
+    client = docker.DockerClient(base_url=host, timeout=30)
+    image = ctx.env.get("AUTOHEAL_TEST_IMAGE", "autoheal-test-busybox:latest")
+    env = dict(ctx.env, DOCKER_HOST=host, AUTOHEAL_SELF_CONTAINER="")
+    watcher = start_manage("watcher", ["autoheal_watch_docker"], env, ctx.logdir)
+    worker = start_manage("worker-docker", ["autoheal_worker"], env, ctx.logdir)
+    created: list[Any] = []
+    try:
+        time.sleep(2.0)
+        for proc in (watcher, worker):
+            if not proc.alive():
+                ctx.note(f"healing: {proc.name} exited at start; see {proc.log}")
+                return
+        trials = 3 if ctx.quick else 10
+        times: list[float] = []
+        failed = 0
+        for _ in range(trials):
+            name = f"bench-heal-{uuid.uuid4().hex[:8]}"
+            container = _container(client, image, name, healthy=True)
+            created.append(container)
+            if not _wait_health(container, "healthy", 10):
+                failed += 1
+                continue
+            since = time.time()
+            container.exec_run(["rm", "-f", "/tmp/healthy"])
+            deadline = time.monotonic() + 20
+            value = None
+            while time.monotonic() < deadline and value is None:
+                time.sleep(0.2)
+                value = _heal_time(_events(client, container.id, since))
+            if value is None:
+                failed += 1
+            else:
+                times.append(value)
+        if times:
+            ordered = sorted(times)
+            p50 = ordered[len(ordered) // 2] if len(ordered) % 2 else sum(ordered[len(ordered) // 2 - 1 :][:2]) / 2
+            ctx.add(
+                Row(
+                    "docker healing",
+                    f"unhealthy -> restarted, p50 of {len(times)} trials (daemon events)",
+                    p50,
+                    "s",
+                    baseline="docker-autoheal, 5 s poll (issue)",
+                    baseline_value=3.15,
+                    target="p50 < 0.4 s",
+                    met=p50 < 0.4 and failed == 0,
+                    note=f"max {max(times):.2f} s, min {min(times):.2f} s, {failed} not healed in 20 s",
+                )
+            )
+        else:
+            ctx.add(Row("docker healing", "unhealthy -> restarted", None, "s", note=f"{failed} trials, none healed"))
+        _budget(ctx, client, image, created)
+    finally:
+        for container in created:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+        worker.stop()
+        watcher.stop()
+        client.close()
+
+
+def _budget(ctx: Context, client: Any, image: str, created: list[Any]) -> None:
+    seconds = 20 if ctx.quick else 45
+    since = time.time()
+    container = _container(client, image, f"bench-never-{uuid.uuid4().hex[:8]}", healthy=False)
+    created.append(container)
+    time.sleep(seconds)
+    events = _events(client, container.id, since)
+    restarts = sum(1 for e in events if e.get("status") == "restart")
+    unhealthy = sum(1 for e in events if e.get("status") == "health_status: unhealthy")
+    ctx.add(
+        Row(
+            "docker healing",
+            f"never-healthy container: restarts in {seconds} s (budget {BUDGET}/h, cooldown {BUDGET_COOLDOWN} s)",
+            restarts,
+            "restarts",
+            baseline="docker-autoheal: 11/min",
+            baseline_value=11 * seconds / 60,
+            target=f"<= {BUDGET} (then none for the rest of the hour)",
+            met=restarts <= BUDGET,
+            note=f"{unhealthy} unhealthy events; so at most {BUDGET}/h vs 660/h",
+        )
+    )

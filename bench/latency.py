@@ -1,0 +1,170 @@
+"""Alert -> action started, with a worker running: measured from outside the service.
+
+Each alert is POSTed alone and its send time kept; the worker's ``action_started`` (log_only) or
+``action_dry_run`` (dry-run policy) audit event carries the time the action began. Both clocks are
+this machine's, so the difference is the end-to-end latency a user would see. Alerts are spaced
+so the figure is pipeline latency, not queueing; a burst afterwards measures worker throughput and
+memory under load.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from datetime import datetime
+
+from bench import db
+from bench.context import WEBHOOK_HEADERS, Context, post
+from bench.load import wrk
+from bench.payloads import batch_template, single_alert
+from bench.procs import RssSampler, start_manage, start_server
+from bench.report import Row
+from bench.serving import webhook_available
+
+STARTED_KINDS = ("action_started", "action_dry_run")
+
+
+def _policies() -> None:
+    from remediation.models import Action, Policy
+
+    common = {"cooldown_seconds": 0, "max_actions_per_hour": 1_000_000, "target": "{{ labels.container }}"}
+    Policy.objects.update_or_create(
+        name="bench-log",
+        defaults={"matchers": ['alertname=~"BenchLog|ContainerOOMKilled"'], "action": Action.LOG_ONLY, **common},
+    )
+    Policy.objects.update_or_create(
+        name="bench-dry",
+        defaults={
+            "matchers": ['alertname="BenchDryRun"'],
+            "action": Action.RESTART_CONTAINER,
+            "dry_run": True,
+            **common,
+        },
+    )
+
+
+def _first_action_times(fingerprints: list[str]) -> dict[str, datetime]:
+    from audit.models import AuditEvent
+
+    rows = AuditEvent.objects.filter(fingerprint__in=fingerprints, kind__in=STARTED_KINDS).values_list(
+        "fingerprint", "ts"
+    )
+    first: dict[str, datetime] = {}
+    for fp, ts in rows:
+        if fp not in first or ts < first[fp]:
+            first[fp] = ts
+    return first
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _trials(ctx: Context, port: int, alertname: str, count: int) -> tuple[list[float], int]:
+    sent: dict[str, float] = {}
+    prefix = secrets.token_hex(4)
+    for n in range(count):
+        fp = f"{prefix}{n:08x}"
+        body = single_alert(fp, f"bench-{fp}", alertname)
+        sent[fp] = time.time()
+        status, answer = post(port, "/alert", body)
+        if status != 202:
+            raise RuntimeError(f"POST /alert answered {status}: {answer}")
+        time.sleep(0.05)
+    deadline = time.monotonic() + 15
+    found: dict[str, datetime] = {}
+    while time.monotonic() < deadline:
+        found = _first_action_times(list(sent))
+        if len(found) == len(sent):
+            break
+        time.sleep(0.25)
+    latencies = [(found[fp].timestamp() - t0) * 1000 for fp, t0 in sent.items() if fp in found]
+    return latencies, len(sent) - len(found)
+
+
+def latency(ctx: Context) -> None:
+    db.truncate_state()
+    _policies()
+    web = start_server(ctx.server, ctx.env, ctx.logdir)
+    worker = None
+    try:
+        port = web.port or 0
+        if not webhook_available(port):
+            ctx.note("latency: POST /alert is not there yet; not measured")
+            return
+        worker = start_manage("worker", ["autoheal_worker"], ctx.env, ctx.logdir)
+        time.sleep(2.0)  # let the worker connect and start listening for wake-ups
+        if not worker.alive():
+            ctx.note("latency: the worker exited at start; see " + str(worker.log))
+            return
+        worker_rest = worker.rss_mb()
+        count = 20 if ctx.quick else 100
+        for alertname, mode in (("BenchLog", "log_only"), ("BenchDryRun", "dry-run")):
+            values, missing = _trials(ctx, port, alertname, count)
+            if not values:
+                ctx.add(Row("alert -> action", f"{mode}: no action seen", None, "", note=f"{missing} missing"))
+                continue
+            p50, p99 = _pct(values, 0.5), _pct(values, 0.99)
+            ctx.add(
+                Row(
+                    "alert -> action",
+                    f"{mode}: POST sent -> {'action_started' if mode == 'log_only' else 'action_dry_run'} p50",
+                    p50,
+                    "ms",
+                    target="p50 < 20 ms, p99 < 100 ms",
+                    met=p50 < 20 and p99 < 100 and missing == 0,
+                    note=f"p99 {p99:.1f}, max {max(values):.1f} ms, {len(values)} alerts, {missing} without action",
+                )
+            )
+        _worker_burst(ctx, port, worker, worker_rest)
+    finally:
+        if worker is not None:
+            worker.stop()
+        web.stop()
+
+
+def _worker_burst(ctx: Context, port: int, worker, worker_rest: float) -> None:  # type: ignore[no-untyped-def]
+    """A burst of log_only jobs: how fast one worker drains them, and its memory meanwhile."""
+    from audit.models import AuditEvent
+    from remediation.models import Job
+
+    before_ok = AuditEvent.objects.filter(kind="action_ok").count()
+    with RssSampler(worker) as rss:
+        burst = wrk(
+            f"http://127.0.0.1:{port}/alert",
+            headers=WEBHOOK_HEADERS,
+            template=batch_template(),
+            connections=4,
+            seconds=2 if ctx.quick else 5,
+            max_requests=200 if ctx.quick else 1000,
+        )
+        queued_at_end = Job.objects.filter(state=Job.State.QUEUED).count()
+        t0 = time.monotonic()
+        deadline = t0 + (30 if ctx.quick else 90)
+        while time.monotonic() < deadline and Job.objects.filter(state__in=["queued", "running"]).exists():
+            time.sleep(0.25)
+        drained = time.monotonic() - t0
+    done = AuditEvent.objects.filter(kind="action_ok").count() - before_ok
+    left = Job.objects.filter(state__in=["queued", "running"]).count()
+    elapsed = burst.seconds + drained
+    ctx.add(
+        Row(
+            "worker",
+            "one worker: log_only jobs finished per second (burst)",
+            done / elapsed if elapsed else None,
+            "jobs/s",
+            note=f"{done} done in {elapsed:.1f} s; {queued_at_end} queued when the burst ended; {left} left",
+        )
+    )
+    ctx.add(
+        Row(
+            "worker",
+            "worker RSS at rest / under load",
+            worker_rest,
+            "MiB",
+            target="< 150 MiB",
+            met=rss.peak < 150,
+            note=f"under load {rss.peak:.0f}",
+        )
+    )

@@ -1,0 +1,121 @@
+"""Where the time of one ``POST /alert`` goes: cProfile over in-process requests, queries counted.
+
+The requests go through Django's full handler and middleware (the test client), in the benchmark
+process, against the benchmark database, so the profile has no network and no server in it.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+import secrets
+import time
+from collections import Counter
+
+from bench import db
+from bench.context import Context
+from bench.load import ID_MARK
+from bench.payloads import batch_template
+from bench.procs import BENCH_TOKEN, ROOT
+from bench.report import Row
+from bench.serving import _bench_policy
+
+_OWN = ("remediation", "audit", "accounts", "dashboard", "observability", "operations", "autoheal_site")
+
+
+def profile(ctx: Context) -> None:
+    from django.db import connection
+    from django.test import Client
+
+    db.truncate_state()
+    _bench_policy()
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {BENCH_TOKEN}", HTTP_USER_AGENT="Alertmanager/0.25.0")
+    noop_client = Client(HTTP_USER_AGENT="Alertmanager/0.25.0")
+    template = batch_template()
+    prefix = secrets.token_hex(2)
+    count = 100 if ctx.quick else 300
+
+    def body(n: int) -> str:
+        return template.replace(ID_MARK, f"{prefix}{n:08x}")
+
+    first = client.post("/alert", data=body(0), content_type="application/json")
+    if first.status_code == 404:
+        ctx.note("profile: POST /alert is not there yet")
+        return
+    new_queries: list[tuple[str, float]] = []
+    dup_queries: list[tuple[str, float]] = []
+    # An execute wrapper, not CaptureQueriesContext: the request_started signal empties the
+    # connection's query log at the start of every request.
+    with connection.execute_wrapper(_Recorder(new_queries)):
+        client.post("/alert", data=body(1), content_type="application/json")
+    with connection.execute_wrapper(_Recorder(dup_queries)):
+        client.post("/alert", data=body(1), content_type="application/json")
+    plain_t0 = time.perf_counter()
+    for n in range(count, count + count // 2):
+        client.post("/alert", data=body(n + 10_000_000), content_type="application/json")
+    plain_ms = (time.perf_counter() - plain_t0) / (count // 2) * 1000
+    noop_t0 = time.perf_counter()
+    for _ in range(count):
+        noop_client.post("/bench/noop", data=body(0), content_type="application/json")
+    noop_ms = (time.perf_counter() - noop_t0) / count * 1000
+
+    profiler = cProfile.Profile()
+    t0 = time.perf_counter()
+    profiler.enable()
+    for n in range(2, count + 2):
+        client.post("/alert", data=body(n), content_type="application/json")
+    profiler.disable()
+    per_request = (time.perf_counter() - t0) / count * 1000
+
+    ctx.add(
+        Row(
+            "profile",
+            "POST /alert (10 new alerts), one thread in-process",
+            plain_ms,
+            "ms/request",
+            baseline="no-op in-process",
+            baseline_value=noop_ms,
+            note=f"{per_request:.1f} ms with cProfile on",
+        )
+    )
+    ctx.add(Row("profile", "SQL queries per POST, 10 new alerts", len(new_queries), "queries"))
+    ctx.add(Row("profile", "SQL queries per POST, 10 duplicates", len(dup_queries), "queries"))
+    sql_ms = sum(t for _, t in new_queries) * 1000
+    ctx.add(Row("profile", "time in SQL (round trips included), one all-new POST", sql_ms, "ms"))
+    shapes = Counter(_shape(sql) for sql, _ in new_queries)
+    lines = ["queries of one all-new POST, by shape:"]
+    lines += [f"  {n:3d} x {shape}" for shape, n in shapes.most_common(20)]
+    lines += ["", "queries of one all-new POST, in order (ms):"]
+    lines += [f"  {t * 1000:6.2f}  {_shape(sql)}" for sql, t in new_queries]
+
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("cumulative").print_stats(r"(" + "|".join(_OWN) + r")/.*\.py", 40)
+    stats.sort_stats("tottime").print_stats(15)
+    report = "\n".join(lines) + "\n\n" + out.getvalue().replace(str(ROOT) + "/", "")
+    path = ctx.logdir / "profile_webhook.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report)
+    print("\n".join("    " + ln for ln in report.splitlines()[:120]))
+    ctx.note(f"profile of the webhook written to {path}")
+
+
+class _Recorder:
+    """Keeps each statement and its duration (database round trip included)."""
+
+    def __init__(self, into: list[tuple[str, float]]) -> None:
+        self.into = into
+
+    def __call__(self, execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            self.into.append((sql, time.perf_counter() - t0))
+
+
+def _shape(sql: str) -> str:
+    """The statement with its literals blurred, to group repeats."""
+    head = sql.split(" WHERE ")[0] if sql.startswith("SELECT") else sql[:90]
+    return head[:140]
