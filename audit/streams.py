@@ -179,19 +179,16 @@ class AuditStorage(StorageBase):
 
     def in_window(self, last_id: int) -> bool:
         """True when every event after ``last_id`` is still in the table and within reach."""
-        if last_id == 0:
-            # Ids start at 1: resuming from 0 is complete unless the oldest events were pruned.
-            oldest = AuditEvent.objects.order_by("id").values_list("id", flat=True).first()
-            beyond_start = oldest is None or oldest == 1
-        else:
-            # Pruning removes the oldest events: if the last one sent is still there, so is
-            # everything after it.
-            beyond_start = AuditEvent.objects.filter(id=last_id).exists()
-        if not beyond_start:
+        ids = AuditEvent.objects.order_by("id").values_list("id", flat=True)
+        if last_id > (ids.last() or 0):
+            return False  # an id this trail never handed out (another database, a restore)
+        oldest = ids.first()
+        # Pruning removes the oldest events, a prefix of the ids: if nothing older than the one
+        # after ``last_id`` is gone, everything after ``last_id`` is still here.
+        if oldest is not None and oldest > last_id + 1:
             return False
         limit = settings.AUTOHEAL_STREAM_REPLAY_MAX
-        later = AuditEvent.objects.filter(id__gt=last_id).order_by("id").values_list("id", flat=True)
-        return not later[limit : limit + 1].exists()
+        return not ids.filter(id__gt=last_id)[limit : limit + 1].exists()
 
     def get_events(
         self, channel: str, last_id: int, limit: int = 100, stream_filter: StreamFilter | None = None
