@@ -21,8 +21,13 @@ demo: migrate
 	$(PY) manage.py autoheal_policies import deploy/policies/demo.yaml
 
 ## Install into .venv, migrate SQLite, load the demo policy, run web + worker on :$(PORT).
+## Without AUTOHEAL_WEBHOOK_TOKENS(_FILE), POST /alert uses a token generated once into
+## var/webhook-token (printed when it is created).
 run: demo
-	$(PY) manage.py autoheal_run --port $(PORT)
+	@if [ -z "$$AUTOHEAL_WEBHOOK_TOKENS$$AUTOHEAL_WEBHOOK_TOKENS_FILE" ] && [ ! -s var/webhook-token ]; then \
+	  mkdir -p var && (umask 077 && $(PY) -c 'import secrets; print(secrets.token_urlsafe(32))' > var/webhook-token) && \
+	  echo "POST /alert token (kept in var/webhook-token): $$(cat var/webhook-token)"; fi
+	AUTOHEAL_WEBHOOK_TOKENS_FILE="$${AUTOHEAL_WEBHOOK_TOKENS_FILE:-var/webhook-token}" $(PY) manage.py autoheal_run --port $(PORT)
 
 ## Run the whole test suite. Starts the local services it can (scripts/services.sh up); tests
 ## whose service is missing skip locally and fail when AUTOHEAL_REQUIRE_SERVICES=1.
