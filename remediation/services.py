@@ -536,4 +536,6 @@ def policies_import(*, documents: Iterable[Any], actor: str, dry_run: bool = Fal
 def policies_export() -> str:
     """Every policy as the YAML of INTERFACE.md, by priority then name; import reads it back."""
     policies = [policy_as_data(p) for p in Policy.objects.order_by("priority", "name")]
-    return yaml.safe_dump({"policies": policies}, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    return yaml.safe_dump(
+        {"policies": policies}, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000
+    )
