@@ -16,14 +16,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-import pytest
 
 from conftest import service_missing
 
@@ -270,9 +269,8 @@ class SSEClient:
         self._client.close()
 
 
-@pytest.fixture
-def sse() -> Iterator[Any]:
-    """Open SSE clients; all are closed after the test."""
+def sse_clients() -> Iterator[Callable[..., SSEClient]]:
+    """Body of an ``sse`` fixture: open SSE clients, all closed after the test."""
     opened: list[SSEClient] = []
 
     def open_(url: str, **kwargs: Any) -> SSEClient:

@@ -6,24 +6,32 @@ the audit table is exercised by every test, not only the one that is about it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from tests.live_stream_support import LiveWeb, live_web, ops_user, session_cookie, sse  # noqa: F401
+from tests.live_stream_support import LiveWeb, SSEClient, live_web, ops_user, session_cookie, sse_clients
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(scope="module")
 def web(django_db_setup: Any, django_db_blocker: Any) -> Iterator[LiveWeb]:
-    with django_db_blocker.unblock(), live_web(
-        AUTOHEAL_STREAM_MAX_PENDING="4",
-        AUTOHEAL_STREAM_KEEPALIVE_SECONDS="1",
-        AUTOHEAL_RATE_LIMIT="100000/60s",
-    ) as server:
+    with (
+        django_db_blocker.unblock(),
+        live_web(
+            AUTOHEAL_STREAM_MAX_PENDING="4",
+            AUTOHEAL_STREAM_KEEPALIVE_SECONDS="1",
+            AUTOHEAL_RATE_LIMIT="100000/60s",
+        ) as server,
+    ):
         yield server
+
+
+@pytest.fixture
+def sse() -> Iterator[Callable[..., SSEClient]]:
+    yield from sse_clients()
 
 
 @pytest.fixture
@@ -78,9 +86,7 @@ def test_kind_and_alertname_filters_deliver_only_matching_events(web: LiveWeb, c
         assert [int(f.id) for f in stream.audit_events(1)] == [marker]
 
 
-def test_reconnect_with_last_event_id_receives_exactly_the_missed_events(
-    web: LiveWeb, cookie: str, sse: Any
-) -> None:
+def test_reconnect_with_last_event_id_receives_exactly_the_missed_events(web: LiveWeb, cookie: str, sse: Any) -> None:
     first = sse(web.url("/events"), cookie=cookie)
     first.wait_for("stream-open")
     seen = web.write([event(message=f"before {i}") for i in range(3)])
@@ -111,9 +117,7 @@ def test_rolled_back_event_is_never_streamed(web: LiveWeb, cookie: str, sse: Any
     assert frame.json()["message"] == "kept"
 
 
-def test_client_that_falls_behind_catches_up_from_the_audit_without_loss(
-    web: LiveWeb, cookie: str, sse: Any
-) -> None:
+def test_client_that_falls_behind_catches_up_from_the_audit_without_loss(web: LiveWeb, cookie: str, sse: Any) -> None:
     stream = sse(web.url("/events"), cookie=cookie)
     stream.wait_for("stream-open")
 
