@@ -30,7 +30,11 @@ UNCHANGED: Literal["unchanged"] = "unchanged"
 
 
 class SafetyError(ValueError):
-    """A request to a safety service that cannot be applied; the message names the field."""
+    """A request to a safety service that cannot be applied; ``field`` names the culprit."""
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class IncidentNotFound(LookupError):
@@ -97,10 +101,13 @@ def switch_set(
             or not isinstance(pause_minutes, int)
             or not 1 <= pause_minutes <= MAX_PAUSE_MINUTES
         ):
-            raise SafetyError(f"pause_minutes must be an integer from 1 to {MAX_PAUSE_MINUTES}, or null")
+            raise SafetyError(
+                f"pause_minutes must be an integer from 1 to {MAX_PAUSE_MINUTES}, or null", field="pause_minutes"
+            )
         if enabled is True:
             raise SafetyError(
-                "pause_minutes: a pause switches remediation off; send enabled=false with it (or leave enabled out)"
+                "pause_minutes: a pause switches remediation off; send enabled=false with it (or leave enabled out)",
+                field="pause_minutes",
             )
     if enabled is None and dry_run is None and pause_minutes == UNCHANGED and not close_circuit:
         raise SafetyError("nothing to change: give enabled, dry_run, pause_minutes or close_circuit")
@@ -249,7 +256,7 @@ def incident_ack(*, fingerprint: str, note: str, actor: str, now: datetime | Non
     """An operator takes the incident over: no further action for it until it resolves."""
     now = now or timezone.now()
     if not fingerprint or len(fingerprint) > 64:
-        raise SafetyError("fingerprint must be a non-empty string of at most 64 characters")
+        raise SafetyError("fingerprint must be a non-empty string of at most 64 characters", field="fingerprint")
     with transaction.atomic():
         alert = (
             Alert.objects.select_for_update()

@@ -2,10 +2,12 @@
 
 from django.urls import path
 
-from remediation import views, webhook
+from remediation import api, views, webhook
 
 urlpatterns = [
     path("", views.health, name="health"),
     path("readyz", views.readyz, name="readyz"),
     path("alert", webhook.alert_webhook, name="alert-webhook"),
+    path("api/switch", api.SwitchView.as_view(), name="switch"),
+    path("ack", api.AckView.as_view(), name="ack"),
 ]
