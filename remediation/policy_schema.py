@@ -10,6 +10,7 @@ import copy
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from remediation.matchers import MatcherError, parse_matchers
 from remediation.models import DOCKER_ACTIONS, Action
@@ -34,12 +35,17 @@ FIELDS = tuple(DEFAULTS)
 REQUIRED = ("name", "matchers", "action")
 _NAME = re.compile(r"^[-a-zA-Z0-9_]+$")
 _INT_MAX = 2**31 - 1
+# The parameters each action takes, and their bounds: the executors enforce the same at run time;
+# checking them here turns a typo into an error when the policy is saved, not when it first fires.
 _PARAMS: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(DOCKER_ACTIONS, ("allow", "timeout_seconds")),
-    Action.WEBHOOK: ("url", "headers", "timeout_seconds"),
+    **dict.fromkeys(DOCKER_ACTIONS, ("allow", "timeout_seconds", "stop_timeout_seconds")),
+    Action.WEBHOOK: ("url", "headers", "timeout_seconds", "allow"),
     Action.COMMAND: ("argv", "timeout_seconds"),
     Action.LOG_ONLY: (),
 }
+MAX_TIMEOUT_SECONDS = 600
+MAX_STOP_TIMEOUT_SECONDS = 300
+MAX_ARGV = 64
 
 
 class PolicyError(ValueError):
@@ -63,45 +69,61 @@ def _check_int(errors: dict[str, str], field: str, value: Any, *, minimum: int) 
         errors[field] = f"must be between {minimum} and {_INT_MAX}"
 
 
-def _check_params(errors: dict[str, str], action: str, params: Any) -> None:
+def _string_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) and item.strip() for item in value)
+
+
+def _header_value(value: Any) -> bool:
+    """A literal string, or ``{env: NAME}`` naming an environment variable that holds the secret."""
+    if isinstance(value, str):
+        return "\n" not in value and "\r" not in value
+    return isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str) and bool(value["env"])
+
+
+def _params_problem(action: str, params: Any) -> str | None:
     if not isinstance(params, dict):
-        errors["params"] = "must be a mapping (for example {} or {timeout_seconds: 30})"
-        return
+        return "must be a mapping (for example {} or {timeout_seconds: 30})"
     allowed = _PARAMS.get(action, ())
     unknown = sorted(set(params) - set(allowed))
     if unknown:
-        known = ", ".join(allowed) if allowed else "none"
-        errors["params"] = f"{action} does not take {', '.join(unknown)} (it takes: {known})"
-        return
-    if "timeout_seconds" in params:
-        timeout = params["timeout_seconds"]
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
-            errors["params"] = "timeout_seconds must be a number of seconds above 0 and at most 3600"
-            return
-    if action in DOCKER_ACTIONS and "allow" in params:
-        allow = params["allow"]
-        if not isinstance(allow, list) or not all(isinstance(p, str) and p.strip() for p in allow):
-            errors["params"] = "allow must be a list of container name patterns"
+        return f"{action} does not take {', '.join(unknown)} (it takes: {', '.join(allowed) or 'no parameters'})"
+    timeout = params.get("timeout_seconds", 1)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= MAX_TIMEOUT_SECONDS:
+        return f"timeout_seconds must be a number of seconds above 0 and at most {MAX_TIMEOUT_SECONDS}"
+    if action in DOCKER_ACTIONS:
+        stop = params.get("stop_timeout_seconds", 0)
+        if not _is_int(stop) or not 0 <= stop <= MAX_STOP_TIMEOUT_SECONDS:
+            return f"stop_timeout_seconds must be a whole number from 0 to {MAX_STOP_TIMEOUT_SECONDS}"
+        if "allow" in params and not _string_list(params["allow"]):
+            return "allow must be a list of container name patterns, e.g. [web-*]"
     elif action == Action.WEBHOOK:
         url = params.get("url")
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            errors["params"] = "webhook needs url: an http:// or https:// address"
-        elif "headers" in params and not (
-            isinstance(params["headers"], dict)
-            and all(isinstance(k, str) and isinstance(v, str) for k, v in params["headers"].items())
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            return "webhook needs url: an http:// or https:// address with a host"
+        if parts.username or parts.password:
+            return "url must not carry credentials; put them in headers as {env: VARIABLE_NAME}"
+        headers = params.get("headers", {})
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and _header_value(v) for k, v in headers.items()
         ):
-            errors["params"] = "headers must map header names to string values"
+            return "headers must map header names to a one-line string or {env: VARIABLE_NAME}"
+        if "allow" in params and not _string_list(params["allow"]):
+            return "allow must be a list of URL prefixes, e.g. ['https://hooks.example/']"
     elif action == Action.COMMAND:
         argv = params.get("argv")
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) and a for a in argv):
-            errors["params"] = "command needs argv: a non-empty list of non-empty strings (no shell)"
-            return
+            return "command needs argv: a non-empty list of non-empty strings (no shell)"
+        if len(argv) > MAX_ARGV:
+            return f"argv has more than {MAX_ARGV} items"
+        if any(mark in argv[0] for mark in ("{{", "}}", "{%", "%}")):
+            return "argv[0] must be the literal program, without placeholders"
         for index, item in enumerate(argv):
             try:
                 compile_template(item)
             except TemplateError as exc:
-                errors["params"] = f"argv[{index}]: {exc}"
-                return
+                return f"argv[{index}]: {exc}"
+    return None
 
 
 def policy_validate(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,8 +174,8 @@ def policy_validate(data: Mapping[str, Any]) -> dict[str, Any]:
                 errors["target"] = "must be at most 255 characters"
             elif action in DOCKER_ACTIONS and not target.strip():
                 errors["target"] = f"{action} needs a target naming the container, e.g. '{{{{ labels.container }}}}'"
-    if action in Action.values:
-        _check_params(errors, action, values["params"])
+    if action in Action.values and (problem := _params_problem(action, values["params"])):
+        errors["params"] = problem
     for key in ("cooldown_seconds", "max_actions_per_hour", "verify_within_seconds"):
         _check_int(errors, key, values[key], minimum=0)
     _check_int(errors, "priority", values["priority"], minimum=-_INT_MAX)

@@ -359,10 +359,24 @@ def policy_as_data(policy: Policy) -> dict[str, Any]:
     return {name: getattr(policy, name) for name in FIELDS}
 
 
+REDACTED = "[redacted]"
+
+
+def _shown(name: str, value: Any) -> Any:
+    """A field's value as diffs show it: literal webhook header values (credentials) are masked."""
+    if name == "params" and isinstance(value, dict) and isinstance(value.get("headers"), dict):
+        headers = {k: REDACTED if isinstance(v, str) else v for k, v in value["headers"].items()}
+        return {**value, "headers": headers}
+    return value
+
+
 def _diff(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    if old is None:
-        return {name: {"old": None, "new": new[name]} for name in FIELDS}
-    return {name: {"old": old[name], "new": new[name]} for name in FIELDS if old[name] != new[name]}
+    """Changed fields as {field: {old, new}}, safe for the audit trail and terminal output."""
+    names = FIELDS if old is None else [name for name in FIELDS if old[name] != new[name]]
+    return {
+        name: {"old": None if old is None else _shown(name, old[name]), "new": _shown(name, new[name])}
+        for name in names
+    }
 
 
 def _apply(policy: Policy, data: Mapping[str, Any]) -> None:
@@ -426,7 +440,7 @@ def policy_delete(*, policy: Policy, actor: str, source: str = "admin") -> None:
         before = policy_as_data(policy)
         name = policy.name
         policy.delete()
-        changes = {field_name: {"old": value, "new": None} for field_name, value in before.items()}
+        changes = {field_name: {"old": _shown(field_name, value), "new": None} for field_name, value in before.items()}
         audit_record_many([_changed_event(name=name, operation="deleted", changes=changes, actor=actor, source=source)])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -186,6 +187,31 @@ def test_a_bad_file_changes_nothing_and_lists_every_problem(tmp_path: Path) -> N
             "policies:\n  - name: d\n    matchers: ['a=\"b\"']\n    action: stop_container\n    target: ''\n",
             "needs a target naming the container",
         ),
+        (
+            "policies:\n  - name: u\n    matchers: ['a=b']\n    action: webhook\n    target: ''\n"
+            "    params: {url: 'https://user:pw@hooks.example/x'}\n",
+            "url must not carry credentials",
+        ),
+        (
+            "policies:\n  - name: h\n    matchers: ['a=b']\n    action: webhook\n    target: ''\n"
+            "    params: {url: 'https://hooks.example/x', headers: {Authorization: {file: /x}}}\n",
+            "headers must map header names to a one-line string or {env: VARIABLE_NAME}",
+        ),
+        (
+            "policies:\n  - name: a0\n    matchers: ['a=b']\n    action: command\n    target: ''\n"
+            "    params: {argv: ['{{ labels.a }}']}\n",
+            "argv[0] must be the literal program",
+        ),
+        (
+            "policies:\n  - name: st\n    matchers: ['a=b']\n    action: restart_container\n"
+            "    params: {stop_timeout_seconds: 900}\n",
+            "stop_timeout_seconds must be a whole number from 0 to 300",
+        ),
+        (
+            "policies:\n  - name: to\n    matchers: ['a=b']\n    action: restart_container\n"
+            "    params: {timeout_seconds: 0}\n",
+            "timeout_seconds must be a number of seconds above 0",
+        ),
         ("policies:\n  - name: e\n    matchers: []\n    action: log_only\n", "matchers: is required"),
         ("policies:\n  - name: 'has space'\n    matchers: ['a=b']\n    action: log_only\n", "name: must be"),
         (
@@ -233,3 +259,26 @@ def test_command_exits_non_zero_on_a_bad_file(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "nothing imported" in result.stderr
     assert "invalid regular expression" in result.stderr
+
+
+def test_webhook_header_secrets_never_reach_the_audit_trail(tmp_path: Path) -> None:
+    text = """
+policies:
+  - name: pager
+    matchers: ['severity="page"']
+    action: webhook
+    target: ""
+    params:
+      url: https://pager.example/hook
+      allow: ['https://pager.example/']
+      headers: {Authorization: Bearer s3cr3t-literal, X-Api-Key: {env: PAGER_KEY}}
+"""
+    run("import", write(tmp_path, text))
+    policy = Policy.objects.get()
+    assert policy.params["headers"]["X-Api-Key"] == {"env": "PAGER_KEY"}
+    run("import", write(tmp_path, text.replace("s3cr3t-literal", "n3w-s3cr3t")))
+    assert Policy.objects.get().params["headers"]["Authorization"] == "Bearer n3w-s3cr3t"
+    trail = [json.dumps(e.as_dict()) for e in AuditEvent.objects.filter(kind="policy_changed")]
+    assert len(trail) == 2
+    assert not any("s3cr3t" in line for line in trail)
+    assert all("[redacted]" in line and "PAGER_KEY" in line for line in trail)
