@@ -98,3 +98,22 @@ def test_routing_reports_a_target_that_cannot_be_rendered() -> None:
     assert routes[0].target is None
     assert routes[0].missing_label == "container"
     assert "no label 'container'" in routes[0].error
+
+
+@given(
+    specs=st.lists(
+        st.tuples(label_names, st.integers(min_value=-5, max_value=5), st.booleans(), st.booleans()),
+        max_size=8,
+        unique_by=lambda spec: spec[0],
+    )
+)
+def test_routing_returns_exactly_the_enabled_matching_rules_in_order(
+    specs: list[tuple[str, int, bool, bool]],
+) -> None:
+    rules = [
+        _rule(name, priority, ['alertname="A"' if matching else 'alertname="B"'], enabled=enabled)
+        for name, priority, enabled, matching in specs
+    ]
+    routes = route_alert({"alertname": "A", "container": "c"}, rules)
+    expected = sorted((p, n) for n, p, enabled, matching in specs if enabled and matching)
+    assert [(r.rule.priority, r.rule.name) for r in routes] == expected
