@@ -5,9 +5,9 @@ committed, and never runs a remediation itself: the workers pick the queued jobs
 retries 5xx answers only, so a database outage is a 503 (retried, nothing lost) and a bad body a
 400 (not retried, it would never get better).
 
-What a rejected request leaves behind: a 401 writes nothing to the database (it is counted in
-``autoheal_webhook_requests_total{code="401"}`` and logged), so an unauthenticated client cannot fill
-the audit trail. A 400 or 413 from a client holding a valid token is audited as
+What a rejected request leaves behind: a 401 adds no row anywhere (it only moves the counter
+``autoheal_webhook_requests_total{code="401"}`` and is logged without the token), so an
+unauthenticated client cannot fill the audit trail or the database. A 400 or 413 from a client holding a valid token is audited as
 ``webhook_rejected`` with the reason, never the body or the token.
 """
 
@@ -139,6 +139,11 @@ def _handle(request: HttpRequest) -> JsonResponse:
 @csrf_exempt
 def alert_webhook(request: HttpRequest) -> JsonResponse:
     """The Alertmanager receiver: 202 after commit, 400/401/413 for bad requests, 503 if the database is down."""
-    response = _handle(request)
+    try:
+        response = _handle(request)
+    except Exception:
+        # A defect, not a bad request: answer 5xx so Alertmanager keeps the alert and retries.
+        logger.exception("POST /alert failed; the delivery was not stored")
+        response = _answer(500, {"error": "internal error: the delivery was not stored; Alertmanager will retry"})
     metrics.count_webhook_request(response.status_code)
     return response
