@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 from remediation import execution, safety, wakeup
 
 logger = logging.getLogger(__name__)
+
+# The worker keeps its database connection between ticks (reconnecting every second would cost
+# more than the work), but replaces it when it broke or after this many seconds.
+CONNECTION_MAX_AGE = 300.0
 
 
 class Worker:
@@ -27,6 +32,7 @@ class Worker:
         poll = float(settings.AUTOHEAL_WORKER_POLL_SECONDS)
         self.idle_sleep = min(poll, idle_sleep) if idle_sleep is not None else poll
         self.stop_event = threading.Event()
+        self._connected_at = time.monotonic()
         self.steps: list[Callable[[], bool]] = [
             self.end_expired_pause,
             self.half_open_circuit,
@@ -74,14 +80,24 @@ class Worker:
         wakeup.listen()
         try:
             while not self.stop_event.is_set():
-                # A connection that broke (database restart) or aged out is replaced here.
-                close_old_connections()
+                self.close_stale_connections()
                 if not self.tick() and not self.stop_event.is_set():
                     wakeup.wait_for_jobs(self.idle_sleep)
         finally:
             wakeup.stop_listening()
             close_old_connections()
             logger.info("worker %s stopped", self.name)
+
+    def close_stale_connections(self) -> None:
+        """Drop a connection that broke (database restart) or aged out; the next query reconnects."""
+        aged = time.monotonic() - self._connected_at > CONNECTION_MAX_AGE
+        for conn in connections.all(initialized_only=True):
+            if conn.connection is None or conn.in_atomic_block:
+                continue
+            if aged or (conn.errors_occurred and not conn.is_usable()):
+                conn.close()
+        if aged:
+            self._connected_at = time.monotonic()
 
     def stop(self) -> None:
         """Ask the loop to finish its current step and exit."""

@@ -107,6 +107,8 @@ def spawn_manage(
     """Start ``manage.py ARGS`` against the test database as a separate OS process."""
     full_env = dict(os.environ)
     full_env.update({"DATABASE_URL": database_url(), "AUTOHEAL_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"})
+    if os.environ.get("AUTOHEAL_TEST_DOCKER_HOST"):
+        full_env["DOCKER_HOST"] = os.environ["AUTOHEAL_TEST_DOCKER_HOST"]
     full_env.update(env or {})
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
     return subprocess.Popen(
