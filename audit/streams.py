@@ -550,6 +550,10 @@ async def _stream(listener: AuditListener, resume_from: int | None) -> AsyncIter
         feed.remove(listener)
 
 
+def _close_request_connection() -> None:
+    connection.close()
+
+
 def _refusal(status: int, condition: str, text: str) -> HttpResponse:
     response = HttpResponse(sse_encode_error(condition, text), status=status, content_type="text/event-stream")
     return response
@@ -575,6 +579,10 @@ async def events_view(request: HttpRequest) -> HttpResponseBase:
         response = _refusal(400, "bad-request", str(exc))
         add_default_headers(response, request=request)
         return response
+    # Django keeps this request's database connection open until the response ends, which for a
+    # stream is hours: a few hundred consoles would hold every connection PostgreSQL allows. The
+    # stream itself reads through its own short-lived connections, so hand this one back now.
+    await sync_to_async(_close_request_connection)()
     listener = AuditListener(
         user_id=user.pk, stream_filter=stream_filter, max_pending=settings.AUTOHEAL_STREAM_MAX_PENDING
     )
