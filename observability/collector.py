@@ -25,9 +25,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from observability import services
 from observability.models import MetricSeries
 from observability.series import COUNTERS, EVENTS, HISTOGRAMS, LATESTS, Histogram, bucket_label, labels_from_key
-from observability.services import pending_webhook_counts
 from remediation.models import Job, Policy, Switch
 from remediation.selectors import switch_effective
 
@@ -83,8 +83,8 @@ class AutohealCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("autoheal_database_up", STATE_GAUGES["autoheal_database_up"][0])
         try:
-            if pending_webhook_counts.pending():
-                pending_webhook_counts.flush()
+            if services.pending_webhook_counts.pending():
+                services.pending_webhook_counts.flush()
             stored = list(MetricSeries.objects.values_list("name", "labels", "value"))
             state = list(_state_families(timezone.now()))
         except Error:

@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from audit import metrics
 from audit.services import audit_record, audit_record_many
+from observability import services
 from observability.collector import AutohealCollector
-from observability.services import pending_webhook_counts
 from observability.tests.helpers import scrape, value
 from remediation.models import Alert, Job, Policy, Switch
 
@@ -251,14 +251,14 @@ def test_webhook_answers_are_counted_by_code_even_when_the_request_rolled_back(c
     with pytest.raises(RuntimeError), transaction.atomic():
         metrics.count_webhook_request(400)
         raise RuntimeError("the request's transaction rolls back")
-    assert pending_webhook_counts.pending() == {400: 1}
+    assert services.pending_webhook_counts.pending() == {400: 1}
 
     samples = scrape(client)
 
     assert value(samples, "autoheal_webhook_requests_total", code="202") == 3
     assert value(samples, "autoheal_webhook_requests_total", code="401") == 1
     assert value(samples, "autoheal_webhook_requests_total", code="400") == 1
-    assert pending_webhook_counts.pending() == {}
+    assert services.pending_webhook_counts.pending() == {}
     accepted_at = value(samples, "autoheal_webhook_last_accepted_timestamp")
     assert accepted_at is not None and accepted_at >= started
 
