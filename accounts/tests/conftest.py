@@ -119,7 +119,9 @@ def _user(username: str, roles: list[str]) -> Any:
 
     from accounts.services import roles_set
 
-    user = get_user_model().objects.create_user(username=username, password="not-used-Pa55word")
+    user = get_user_model().objects.create_user(username=username)
+    user.set_unusable_password()
+    user.save()
     roles_set(user=user, roles=roles)
     return user
 
