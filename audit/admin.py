@@ -7,12 +7,13 @@ from typing import Any
 
 from django.contrib import admin
 from django.core.paginator import Paginator
-from django.db import DatabaseError, connection, transaction
+from django.db import connection
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 
 from audit.models import AuditAnchor, AuditEvent, AuditExport
+from audit.selectors import within_budget
 
 # The admin's text search looks at this many of the newest events (the /audit API and
 # audit_export search everything, page by page).
@@ -33,18 +34,8 @@ class EstimatingPaginator(Paginator):
         queryset = self.object_list
         if connection.vendor != "postgresql" or not isinstance(queryset, QuerySet):
             return super().count
-        try:
-            # A failed count rolls the savepoint back, and the timeout with it; a successful one
-            # puts the previous timeout back, since a released savepoint would keep it.
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute("SELECT current_setting('statement_timeout')")
-                previous = cursor.fetchone()[0]
-                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [f"{COUNT_TIMEOUT_MS}ms"])
-                total = queryset.count()
-                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
-                return total
-        except DatabaseError:
-            return _estimate(queryset)
+        total = within_budget(queryset.count, milliseconds=COUNT_TIMEOUT_MS)
+        return total if total is not None else _estimate(queryset)
 
 
 def _estimate(queryset: QuerySet[Any]) -> int:

@@ -15,7 +15,8 @@ from typing import Any
 
 import django_filters
 from django import forms
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Value
+from django.db.models.functions import StrIndex
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -101,8 +102,10 @@ class AuditEventFilter(django_filters.FilterSet):
         model = AuditEvent
         fields = ["kind", "alertname", "since", "until", "contains"]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, scan: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # ``scan``: answer ``contains`` without the trigram index (see audit.selectors).
+        self.scan = scan
         # The id range the time bounds imply; the cursor and the search window stay inside it.
         self.lowest_id: int | None = None
         self.highest_id: int | None = None
@@ -138,6 +141,10 @@ class AuditEventFilter(django_filters.FilterSet):
         if not value:
             return queryset
         self.searching = True
+        if self.scan:
+            # Position search: no index can serve it, so PostgreSQL reads the id range it is
+            # given (the search window) instead of rechecking every trigram candidate.
+            return queryset.alias(found=StrIndex("search", Value(value.lower()))).filter(found__gt=0)
         # ``search`` is stored lowercased, so a plain LIKE is case-insensitive and can use the
         # trigram index (ILIKE on an expression could not).
         return queryset.filter(search__contains=value.lower())
@@ -191,9 +198,9 @@ def check_parameters(query: Any) -> None:
             raise ParameterError(name, f"unknown parameter {name[:40]!r}; known: {', '.join(PARAMETERS)}")
 
 
-def filterset_for(query: Any, queryset: QuerySet[AuditEvent] | None = None) -> AuditEventFilter:
+def filterset_for(query: Any, *, scan: bool = False) -> AuditEventFilter:
     """A validated filter set for ``query``, or ParameterError naming the first bad parameter."""
-    filterset = AuditEventFilter(query, queryset=queryset if queryset is not None else AuditEvent.objects.all())
+    filterset = AuditEventFilter(query, queryset=AuditEvent.objects.all(), scan=scan)
     if not filterset.is_valid():
         for name in AuditEventFilter.Meta.fields:
             if name in filterset.errors:

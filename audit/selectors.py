@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from django.db import OperationalError, connection, transaction
 from django.db.models import Max, Min, QuerySet
 
 from audit.filters import AuditEventFilter, PageParams
 from audit.models import AuditAnchor, AuditEvent, AuditExport, iso_utc
 from audit.services import GENESIS_HASH, HASHED_FIELDS, body_hash
 
-# How many ids one page of a ``contains`` search looks at, newest first. A substring that is rare
-# but made of common trigrams would otherwise make PostgreSQL recheck most of the table in one
-# query (seconds); bounded, each answer reads at most this many rows and its cursor says where
-# to continue. Measured in bench/audit_api.py.
-SEARCH_WINDOW = 100_000
+# ``contains`` first asks PostgreSQL for the page the usual way (the trigram index finds rare
+# strings in about a millisecond, and common ones match densely in the newest rows). A substring
+# that is rare but made of common trigrams would make that query recheck most of the table
+# (seconds), so it gets this budget; past it, the answer is a position scan of a bounded window of
+# ids below the cursor, and its ``next`` cursor says where to continue. Measured in
+# bench/audit_api.py.
+SEARCH_INDEX_BUDGET_MS = 15
+SEARCH_WINDOW = 50_000
 
 # Columns a page needs (the search text and the hashes stay in the database).
 PAGE_FIELDS = ("id", *HASHED_FIELDS)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -30,33 +36,74 @@ class Page:
     next_before: int | None
 
 
+def within_budget(work: Callable[[], T], *, milliseconds: int) -> T | None:
+    """Run ``work`` under a PostgreSQL statement timeout; None if it ran out of time.
+
+    The timeout is set for a savepoint: a cancelled statement rolls it back (and the setting with
+    it); after a success the previous timeout is put back, as a released savepoint would keep it.
+    """
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT current_setting('statement_timeout'), set_config('statement_timeout', %s, true)",
+                [f"{milliseconds}ms"],
+            )
+            previous = cursor.fetchone()[0]
+            result = work()
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
+            return result
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) == _QUERY_CANCELED:
+            return None
+        raise
+
+
+_QUERY_CANCELED = "57014"
+
+
+def _fetch(queryset: QuerySet[AuditEvent], n: int) -> list[AuditEvent]:
+    return list(queryset.only(*PAGE_FIELDS).order_by("-id")[: n + 1])
+
+
+def _cut(rows: list[AuditEvent], n: int, continue_below: int | None) -> Page:
+    if len(rows) > n:
+        return Page(rows[:n], rows[n - 1].id)
+    return Page(rows, continue_below)
+
+
 def audit_page(*, filterset: AuditEventFilter, page: PageParams) -> Page:
-    """The newest ``page.n`` matching events below the cursor, in one query (plus fixed bounds)."""
+    """The newest ``page.n`` matching events below the cursor: one query, plus a few fixed ones."""
     queryset = filterset.qs
     if filterset.empty:
         return Page([], None)
     top = page.before_id
     if filterset.highest_id is not None:
         top = min(top, filterset.highest_id + 1) if top is not None else filterset.highest_id + 1
-    floor = filterset.lowest_id
-    window_floor: int | None = None
-    if filterset.searching:
-        bounds = AuditEvent.objects.aggregate(low=Min("id"), high=Max("id"))
-        if bounds["high"] is None:
-            return Page([], None)
-        start = min(top, bounds["high"] + 1) if top is not None else bounds["high"] + 1
-        window_floor = start - SEARCH_WINDOW
-        lowest = max(floor or 0, bounds["low"])
-        if window_floor <= lowest:
-            window_floor = None
-        else:
-            queryset = queryset.filter(id__gte=window_floor)
     if top is not None:
         queryset = queryset.filter(id__lt=top)
-    rows = list(queryset.only(*PAGE_FIELDS).order_by("-id")[: page.n + 1])
-    if len(rows) > page.n:
-        return Page(rows[: page.n], rows[page.n - 1].id)
-    return Page(rows, window_floor)
+    if not filterset.searching or connection.vendor != "postgresql":
+        return _cut(_fetch(queryset, page.n), page.n, None)
+    if SEARCH_INDEX_BUDGET_MS > 0:
+        rows = within_budget(lambda: _fetch(queryset, page.n), milliseconds=SEARCH_INDEX_BUDGET_MS)
+        if rows is not None:
+            return _cut(rows, page.n, None)
+    return _search_window(filterset, page.n, top)
+
+
+def _search_window(filterset: AuditEventFilter, n: int, top: int | None) -> Page:
+    """``contains`` by position over at most SEARCH_WINDOW ids below ``top``."""
+    bounds = AuditEvent.objects.aggregate(low=Min("id"), high=Max("id"))
+    if bounds["high"] is None:
+        return Page([], None)
+    start = min(top, bounds["high"] + 1) if top is not None else bounds["high"] + 1
+    floor = start - SEARCH_WINDOW
+    lowest = max(filterset.lowest_id or 0, bounds["low"])
+    scan = AuditEventFilter(filterset.data, queryset=AuditEvent.objects.all(), scan=True)
+    queryset = scan.qs.filter(id__lt=start)
+    if floor > lowest:
+        queryset = queryset.filter(id__gte=floor)
+        return _cut(_fetch(queryset, n), n, floor)
+    return _cut(_fetch(queryset, n), n, None)
 
 
 def audit_stream(*, queryset: QuerySet[AuditEvent], chunk_size: int = 2000) -> Iterator[AuditEvent]:
