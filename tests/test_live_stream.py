@@ -177,3 +177,25 @@ def test_bad_filter_or_position_is_a_400_naming_it(
 
     assert answer.status_code == 400
     assert parameter in answer.text
+
+
+def test_open_streams_do_not_each_hold_a_database_connection(web: LiveWeb, cookie: str, sse: Any) -> None:
+    from django.db import connection
+
+    def server_connections() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return int(cursor.fetchone()[0])
+
+    before = server_connections()
+    streams = [sse(web.url("/events"), cookie=cookie) for _ in range(8)]
+    for stream in streams:
+        stream.wait_for("stream-open")
+    [written] = web.write([event(message="to every stream")])
+    for stream in streams:
+        assert [int(f.id) for f in stream.audit_events(1)] == [written]
+
+    # Hundreds of consoles must not use up PostgreSQL's connections: streams hold none.
+    assert server_connections() <= before + 1
