@@ -91,6 +91,9 @@ def profile(ctx: Context) -> None:
 
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
+    groups = _by_package(stats, count)
+    lines += ["", "own time per POST by package (ms; psycopg's wait is time waiting on PostgreSQL):"]
+    lines += [f"  {ms:7.2f}  {name}" for name, ms in groups]
     stats.sort_stats("cumulative").print_stats(r"(" + "|".join(_OWN) + r")/.*\.py", 40)
     stats.sort_stats("tottime").print_stats(15)
     report = "\n".join(lines) + "\n\n" + out.getvalue().replace(str(ROOT) + "/", "")
@@ -113,6 +116,25 @@ class _Recorder:
             return execute(sql, params, many, context)
         finally:
             self.into.append((sql, time.perf_counter() - t0))
+
+
+def _by_package(stats: pstats.Stats, requests: int) -> list[tuple[str, float]]:
+    """Each function's own time, summed by the package it lives in, per request."""
+    totals: Counter[str] = Counter()
+    for (filename, _line, func), row in stats.stats.items():  # type: ignore[attr-defined]
+        tottime = row[2]
+        if "site-packages/" in filename:
+            name = filename.split("site-packages/", 1)[1].split("/", 1)[0]
+            if name == "psycopg" and func == "wait":
+                name = "psycopg: waiting on PostgreSQL"
+        elif filename.startswith(str(ROOT)):
+            name = "autoheal: " + filename[len(str(ROOT)) + 1 :].split("/", 1)[0]
+        elif filename == "~":
+            name = "builtins: " + func.split(" of ")[0].strip("<>{}")[:40]
+        else:
+            name = "stdlib: " + filename.rsplit("/", 1)[-1]
+        totals[name] += tottime
+    return [(name, t / requests * 1000) for name, t in totals.most_common(18)]
 
 
 def _shape(sql: str) -> str:

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     env = _base_env(data_dir)
-    if any(n in chosen for n in ("healing",)):
+    if any(n in chosen for n in ("healing", "latency")):
         env.update(_docker_env())
 
     print(f"bench: database {db.db_url()} (recreated), Redis {db.redis_url()}, logs in {workdir}", flush=True)
