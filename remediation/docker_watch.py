@@ -1,0 +1,199 @@
+"""The Docker watcher: health events of opted-in containers become alerts in the normal pipeline.
+
+``health_status: unhealthy`` of a container labelled ``autoheal.enable=true`` is turned into an
+Alertmanager-v4-shaped payload (alertname ``ContainerUnhealthy``, labels container / instance /
+severity, a fingerprint derived from the labels, startsAt = the event's time) and handed to
+``remediation.services.alert_ingest`` with ``source="docker"``: the same dedupe, policies, guards,
+audit and verification as an alert from Alertmanager. ``health_status: healthy`` resolves it.
+
+While an incident is open, a new "unhealthy" (after a restart, health goes starting -> unhealthy
+again) is the same incident, as Alertmanager would see a still-firing alert: it is re-delivered
+with the original startsAt, so re-attempts follow the budget and backoff of that one incident.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import close_old_connections
+
+from remediation.executors.docker import OPT_IN_LABEL
+from remediation.models import Alert
+from remediation.services import alert_ingest
+
+logger = logging.getLogger(__name__)
+
+ALERTNAME = "ContainerUnhealthy"
+SEVERITY = "critical"
+UNSET_END = "0001-01-01T00:00:00Z"
+_FNV_OFFSET = 0xCBF29CE484222325
+_FNV_PRIME = 0x100000001B3
+
+
+def fingerprint(labels: Mapping[str, str]) -> str:
+    """A stable 16-hex-digit fingerprint of a label set (FNV-1a 64 over the sorted pairs)."""
+    value = _FNV_OFFSET
+    for name in sorted(labels):
+        for part in (name.encode(), b"\xff", labels[name].encode(), b"\xff"):
+            for byte in part:
+                value ^= byte
+                value = (value * _FNV_PRIME) & 0xFFFFFFFFFFFFFFFF
+    return f"{value:016x}"
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def alert_labels(*, container: str, instance: str) -> dict[str, str]:
+    return {"alertname": ALERTNAME, "container": container, "instance": instance, "severity": SEVERITY}
+
+
+def payload_for(
+    *, labels: dict[str, str], status: str, starts_at: datetime, ends_at: datetime | None = None
+) -> dict[str, Any]:
+    """A webhook v4 body for one container alert, shaped as Alertmanager sends it."""
+    alert = {
+        "status": status,
+        "labels": labels,
+        "annotations": {"summary": f"container {labels['container']} is unhealthy (Docker health check)"},
+        "startsAt": rfc3339(starts_at),
+        "endsAt": rfc3339(ends_at) if ends_at else UNSET_END,
+        "generatorURL": "",
+        "fingerprint": fingerprint(labels),
+    }
+    return {
+        "version": "4",
+        "receiver": "docker",
+        "status": status,
+        "groupKey": f'{{}}:{{container="{labels["container"]}"}}',
+        "groupLabels": {"container": labels["container"]},
+        "commonLabels": labels,
+        "commonAnnotations": alert["annotations"],
+        "externalURL": "",
+        "truncatedAlerts": 0,
+        "alerts": [alert],
+    }
+
+
+def open_incident_start(labels: Mapping[str, str]) -> datetime | None:
+    """startsAt of the container's firing incident, if one is open."""
+    return (
+        Alert.objects.filter(fingerprint=fingerprint(labels), status=Alert.Status.FIRING)
+        .order_by("-starts_at")
+        .values_list("starts_at", flat=True)
+        .first()
+    )
+
+
+def event_time(event: Mapping[str, Any]) -> datetime:
+    nanos = event.get("timeNano")
+    if isinstance(nanos, int) and nanos > 0:
+        return datetime.fromtimestamp(nanos / 1e9, tz=UTC)
+    return datetime.fromtimestamp(float(event.get("time") or time.time()), tz=UTC)
+
+
+def health_changed(*, container: str, health: str, labels: dict[str, str], instance: str, at: datetime) -> str:
+    """Feed one health change of a container into the pipeline; returns what was done."""
+    if (labels or {}).get(OPT_IN_LABEL, "").strip().lower() != "true":
+        return "ignored: not opted in"
+    alert = alert_labels(container=container, instance=instance)
+    open_start = open_incident_start(alert)
+    if health == "unhealthy":
+        starts_at = open_start or at
+        result = alert_ingest(payload=payload_for(labels=alert, status="firing", starts_at=starts_at), source="docker")
+        return f"firing (accepted {result.accepted}, duplicates {result.duplicates}, jobs {result.jobs})"
+    if health == "healthy" and open_start is not None:
+        alert_ingest(
+            payload=payload_for(labels=alert, status="resolved", starts_at=open_start, ends_at=at), source="docker"
+        )
+        return "resolved"
+    return "nothing to do"
+
+
+class DockerWatcher:
+    """Follows the Docker events stream; reconnects (resuming from the last event) when it drops."""
+
+    def __init__(self, *, client_factory: Callable[[], Any], reconnect_max: float = 30.0) -> None:
+        self.client_factory = client_factory
+        self.reconnect_max = reconnect_max
+        self.stop_event = threading.Event()
+        self._stream: Any = None
+        self.last_seen: float | None = None
+        self.instance = ""
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        stream = self._stream
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:
+                logger.debug("closing the events stream failed", exc_info=True)
+
+    def scan(self, client: Any) -> int:
+        """Catch up with containers already unhealthy or healthy again (at start, after a reconnect)."""
+        done = 0
+        now = datetime.now(tz=UTC)
+        for container in client.containers.list(filters={"label": f"{OPT_IN_LABEL}=true"}):
+            health = ((container.attrs.get("State") or {}).get("Health") or {}).get("Status", "")
+            if health in ("unhealthy", "healthy"):
+                outcome = health_changed(
+                    container=container.name, health=health, labels=container.labels, instance=self.instance, at=now
+                )
+                if outcome.startswith(("firing", "resolved")):
+                    done += 1
+        return done
+
+    def events(self, client: Any) -> Iterator[dict[str, Any]]:
+        since = int(self.last_seen) if self.last_seen else None
+        self._stream = client.events(decode=True, since=since, filters={"type": "container", "event": "health_status"})
+        if self.stop_event.is_set():
+            self._stream.close()
+        yield from self._stream
+
+    def handle(self, event: Mapping[str, Any]) -> str:
+        status = str(event.get("status") or event.get("Action") or "")
+        if not status.startswith("health_status:"):
+            return "ignored"
+        health = status.split(":", 1)[1].strip()
+        actor = event.get("Actor") or {}
+        attributes = dict(actor.get("Attributes") or {})
+        name = attributes.get("name", "")
+        at = event_time(event)
+        self.last_seen = at.timestamp()
+        close_old_connections()
+        outcome = health_changed(container=name, health=health, labels=attributes, instance=self.instance, at=at)
+        logger.info("container %s %s: %s", name, health, outcome)
+        return outcome
+
+    def run_forever(self) -> None:
+        delay = 1.0
+        while not self.stop_event.is_set():
+            client = None
+            try:
+                client = self.client_factory()
+                self.instance = str(client.info().get("Name", "")) or "docker"
+                self.scan(client)
+                delay = 1.0
+                for event in self.events(client):
+                    if self.stop_event.is_set():
+                        break
+                    self.handle(event)
+                # The engine ended the stream (restart, proxy timeout): reconnect, without spinning.
+                self.stop_event.wait(0.5)
+            except Exception as exc:
+                if self.stop_event.is_set():
+                    break
+                logger.warning("Docker events stream lost (%s); reconnecting in %.0fs", type(exc).__name__, delay)
+                self.stop_event.wait(delay)
+                delay = min(self.reconnect_max, delay * 2)
+            finally:
+                if client is not None:
+                    client.close()
+                close_old_connections()
