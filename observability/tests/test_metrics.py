@@ -331,3 +331,34 @@ def test_exposition_passes_promtool_lint(client: Any, tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "autoheal_audit_write_seconds_bucket" in autoheal_only
+
+
+INTERFACE_METRICS = (
+    "autoheal_enabled",
+    "autoheal_dry_run",
+    "autoheal_actions_total",
+    "autoheal_action_last_timestamp",
+    "autoheal_cooldown_remaining_seconds",
+    "autoheal_event_total",
+    "autoheal_action_failures_total",
+    "autoheal_last_event_timestamp",
+    "autoheal_audit_write_seconds",
+    "autoheal_queue_depth",
+    "autoheal_circuit_open",
+    "autoheal_action_duration_seconds",
+    "autoheal_time_to_remediate_seconds",
+    "autoheal_webhook_requests_total",
+)
+
+
+@pytest.mark.django_db
+def test_every_metric_of_the_interface_is_exposed_with_its_type(client: Any) -> None:
+    body = client.get("/metrics").content.decode()
+    types = dict(line.split()[2:4] for line in body.splitlines() if line.startswith("# TYPE autoheal_"))
+
+    for name in INTERFACE_METRICS:
+        assert name in types, f"{name} is missing from /metrics"
+    assert types["autoheal_actions_total"] == "counter"
+    assert types["autoheal_audit_write_seconds"] == "histogram"
+    assert types["autoheal_enabled"] == "gauge"
+    assert "# TYPE django_http_requests" in body, "django-prometheus request metrics stay"
