@@ -311,9 +311,13 @@ def _finish(
     plan_next = False
     with transaction.atomic():
         current = Job.objects.select_for_update().get(pk=job.pk)
-        if current.state != Job.State.RUNNING:
-            # The lease expired and another worker already marked it unknown: keep that verdict.
+        # The lease ran out while the action ran (a stalled worker) and the job was marked unknown:
+        # the real outcome is still recorded, but nothing is retried.
+        late = current.state == Job.State.UNKNOWN and bool(job.lease_owner) and current.lease_owner == job.lease_owner
+        if current.state != Job.State.RUNNING and not late:
             return RunOutcome(state=current.state, reason="lease lost")
+        if late:
+            result_data["after_unknown"] = True
         if result.ok:
             verify = job.action != Action.LOG_ONLY
             Job.objects.filter(pk=job.pk).update(
@@ -336,6 +340,7 @@ def _finish(
                     "attempt": job.attempt,
                     "duration_seconds": duration,
                     "output": result.output,
+                    **({"after_unknown": True} if late else {}),
                 },
                 **base,
             )
@@ -344,7 +349,7 @@ def _finish(
                     actor=safety.SYSTEM_ACTOR, reason="the probe action after the cool-off succeeded", now=now
                 )
             return RunOutcome(state=Job.State.OK)
-        if result.transient and current.attempts <= settings.AUTOHEAL_MAX_RETRIES:
+        if result.transient and not late and current.attempts <= settings.AUTOHEAL_MAX_RETRIES:
             wait = min(limits.backoff_max_seconds, limits.backoff_base_seconds * 2 ** (current.attempts - 1))
             Job.objects.filter(pk=job.pk).update(
                 state=Job.State.QUEUED,
@@ -373,7 +378,7 @@ def _finish(
             result=result_data,
             lease_owner="",
             lease_expires_at=None,
-            started_at=current.started_at or now,
+            started_at=current.started_at,
         )
         audit_record(
             kind="action_fail",
@@ -385,6 +390,7 @@ def _finish(
                 "duration_seconds": duration,
                 "error": result.detail,
                 "output": result.output,
+                **({"after_unknown": True} if late else {}),
             },
             **base,
         )
@@ -392,7 +398,9 @@ def _finish(
             safety.circuit_trip(reason="the probe action after the cool-off failed", now=now)
         elif _destructive(job.action):
             _trip_if_over(row=safety.switch_locked(), now=now, limits=limits, counting_start=False)
-        plan_next = _destructive(job.action)
+        # Only an action that really started counts: a target Docker could not even be asked about
+        # is not re-attempted here (the breaker counts the failure).
+        plan_next = _destructive(job.action) and current.started_at is not None
     if plan_next:
         attempt_next(
             job=Job.objects.select_related("alert", "policy").get(pk=job.pk), why="the action failed", limits=limits

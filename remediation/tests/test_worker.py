@@ -332,3 +332,33 @@ def test_audit_events_of_a_run_name_the_alert_policy_and_target():
         "db",
         alert.fingerprint,
     )
+
+
+def test_an_action_that_outlives_its_lease_stays_unknown_but_its_real_outcome_is_recorded(tmp_path: Path):
+    done = tmp_path / "done"
+    policy = make_policy(action="command", params={"argv": ["sh", "-c", f"sleep 1.5; touch {done}"]})
+    job = make_job(policy=policy, alert=make_alert())
+    claimed = execution.job_claim(worker="stalled")
+    assert claimed is not None
+
+    def run() -> None:
+        try:
+            execution.job_run(job=claimed, worker="stalled")
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    from remediation.tests.exec_helpers import wait_until
+
+    wait_until(lambda: events("action_started"), timeout=10)
+    Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert execution.leases_expire() == 1
+    thread.join(timeout=30)
+    job.refresh_from_db()
+    assert done.exists()
+    assert kinds(kind__startswith="action_") == ["action_started", "action_unknown", "action_ok"]
+    assert events("action_ok")[0].data["after_unknown"] is True
+    assert job.state == Job.State.OK
+    drain()
+    assert len(events("action_started")) == 1
