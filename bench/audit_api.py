@@ -203,7 +203,7 @@ def _percentiles(samples: list[float]) -> tuple[float, float, float]:
     return statistics.median(ordered), p95, ordered[-1]
 
 
-def _measure_api(repeat: int, events: int) -> list[dict[str, Any]]:
+def _measure_api(repeat: int, events: int, only: str = "") -> list[dict[str, Any]]:
     import psycopg
     from django.contrib.auth.models import Group, User
     from django.db import connection
@@ -216,6 +216,8 @@ def _measure_api(repeat: int, events: int) -> list[dict[str, Any]]:
     client.force_login(user)
     results = []
     for label, params in _scenarios(events):
+        if only and only not in label:
+            continue
         url = "/audit?" + urlencode(params)
         with CaptureQueriesContext(connection) as captured:
             first = client.get(url)
@@ -245,7 +247,8 @@ def _measure_api(repeat: int, events: int) -> list[dict[str, Any]]:
                         try:
                             cursor.execute(sql)
                         except psycopg.errors.QueryCanceled:
-                            continue  # the search budget ran out, as in the request
+                            conn.rollback()  # the search budget ran out, as in the request
+                            continue
                         if cursor.description is not None:
                             cursor.fetchall()
                 conn.rollback()
@@ -306,6 +309,8 @@ def main() -> None:
     parser.add_argument("--reload", action="store_true")
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--writes-per-writer", type=int, default=250)
+    parser.add_argument("--only", default="", help="run only the scenarios whose name contains this")
+    parser.add_argument("--no-writes", action="store_true", help="skip the concurrent write measurement")
     args = parser.parse_args()
     if not 1 <= args.repeat <= 1000 or not 1 <= args.writers <= 64 or not 1 <= args.writes_per_writer <= 10_000:
         raise SystemExit("--repeat 1..1000, --writers 1..64, --writes-per-writer 1..10000")
@@ -315,7 +320,7 @@ def main() -> None:
     present = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
     if args.reload or present < args.events:
         _load(args.events)
-    results = _measure_api(args.repeat, args.events)
+    results = _measure_api(args.repeat, args.events, args.only)
     print(f"\n/audit at {args.events:,} events, {args.repeat} requests per scenario (ms)")
     header = f"{'scenario':36} {'n':>5} {'next':>4} {'q':>2} | {'API p50':>8} {'p95':>7} {'max':>7} | {'SQL p50':>8} {'p95':>7} {'max':>7} | {'p95 x':>5}"
     print(header)
@@ -330,6 +335,8 @@ def main() -> None:
         )
     worst = max(r["api"][1] for r in results) * 1000
     print(f"worst API p95: {worst:.1f} ms; worst single request: {max(r['api'][2] for r in results) * 1000:.1f} ms")
+    if args.no_writes:
+        return
     p50, p95, top, count = _measure_writes(args.writers, args.writes_per_writer)
     print(
         f"\naudit_record with {args.writers} concurrent writers, {count} writes (ms, incl. commit): "

@@ -11,6 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from audit import selectors
+from audit.models import AuditEvent
 from audit.services import audit_record
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
@@ -82,6 +83,7 @@ def test_an_event_has_the_documented_shape_in_utc(ops_client: Any, trail: dict[s
     assert event["ts"].endswith("Z")
     assert event["actor"] == "alice"
     assert event["data"] == {"dry_run": True}
+    assert event == AuditEvent.objects.get(id=event["id"]).as_dict()
 
 
 def test_iso_times_with_zones_bound_the_answer(ops_client: Any, trail: dict[str, Any]) -> None:
@@ -197,3 +199,10 @@ def test_new_events_after_a_page_do_not_shift_the_next_page(ops_client: Any, tra
     audit_record(kind="ack", actor="bob", message="taking over")
     second = ops_client.get(first["next"]).json()
     assert second["events"][0]["id"] == first["events"][-1]["id"] - 1
+
+
+def test_events_render_exactly_as_their_dict_including_whole_second_times(ops_client: Any, mirror_path: Any) -> None:
+    whole = audit_record(kind="ack", message='naïve <b> & "quoted"', data={"labels": {"x": "ü"}, "n": 1.5})
+    audit_record(kind="ack", ts=whole.ts.replace(microsecond=0) + timedelta(seconds=1))
+    for event in get(ops_client).json()["events"]:
+        assert event == AuditEvent.objects.get(id=event["id"]).as_dict()
