@@ -30,3 +30,35 @@ class JWTScheme(OpenApiAuthenticationExtension):
             "bearerFormat": "JWT",
             "description": "An access token from the OpenID provider for the API audience.",
         }
+
+
+_REFUSALS = {
+    "401": "No valid credentials: log in, or send `Authorization: Bearer` with an API key or an access token.",
+    "403": "Authenticated, but without the role this operation needs (ops, or admin for changes).",
+    "429": "Over the rate limit (AUTOHEAL_RATE_LIMIT); `Retry-After` says when to try again.",
+}
+_ERROR_BODY = {
+    "type": "object",
+    "description": "`error` from Autoheal's middleware, `detail` from the API views.",
+    "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+}
+
+
+def document_refusals(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: every secured operation documents 401, 403 and 429.
+
+    These answers come from authentication, permissions and the rate limiter, which views do not
+    declare themselves; without them a client (or schemathesis) would meet undocumented codes.
+    """
+    for methods in result.get("paths", {}).values():
+        for operation in methods.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            if not operation.get("security", result.get("security")):
+                continue
+            for code, description in _REFUSALS.items():
+                operation["responses"].setdefault(
+                    code, {"description": description, "content": {"application/json": {"schema": _ERROR_BODY}}}
+                )
+            operation["responses"]["429"].setdefault("headers", {"Retry-After": {"schema": {"type": "integer"}}})
+    return result
