@@ -3,12 +3,14 @@
 The success criteria of a canary: Prometheus has Autoheal's rules loaded and healthy, none of
 Autoheal's own alerts fired during the window or fires now (the SLOs stayed green), the dry-run
 events the operators expect are in the audit trail, and nothing ran for real while dry-run was on.
-``canary_observe`` gathers the facts (Prometheus HTTP API, the audit trail); ``canary_evaluate`` is
+Run again during the validation after going live, the same command accepts successful real actions
+(``action_ok``) as evidence for the expected alerts. ``canary_observe`` gathers the facts (Prometheus HTTP API, the audit trail); ``canary_evaluate`` is
 pure and turns them into checks with reasons.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,6 +46,7 @@ class CanaryObservation:
     firing_now: tuple[str, ...] = ()
     fired_in_window: tuple[str, ...] = ()
     dry_run_events: dict[str, int] = field(default_factory=dict)
+    ok_events: dict[str, int] = field(default_factory=dict)
     live_actions: int = 0
     dry_run_on: bool = True
 
@@ -111,21 +114,28 @@ def canary_evaluate(*, observation: CanaryObservation) -> list[Check]:
             checks.append(Check(f"SLOs green for {window}", False, detail))
         else:
             checks.append(Check(f"SLOs green for {window}", True, f"no autoheal alert fired in the last {window}"))
-    if obs.expected:
-        missing = [name for name in obs.expected if not obs.dry_run_events.get(name)]
-        seen = ", ".join(f"{name}: {obs.dry_run_events.get(name, 0)}" for name in obs.expected)
-        if missing:
-            detail = f"no action_dry_run event in the last {window} for " + ", ".join(missing) + f" ({seen})"
-            checks.append(Check("expected dry-run events", False, detail))
-        else:
-            checks.append(Check("expected dry-run events", True, seen))
+    # In the canary only dry-run events count; once live (the 72-hour validation), a real action
+    # that succeeded shows the expected alert was handled just as well.
+    if obs.dry_run_on:
+        counts, what, name = dict(obs.dry_run_events), "action_dry_run", "dry-run events"
     else:
-        total = sum(obs.dry_run_events.values())
-        if total:
-            checks.append(Check("dry-run events", True, f"{total} action_dry_run events in the last {window}"))
+        counts = Counter(obs.dry_run_events) + Counter(obs.ok_events)
+        what, name = "action_ok or action_dry_run", "handled alerts"
+    if obs.expected:
+        missing = [alert for alert in obs.expected if not counts.get(alert)]
+        seen = ", ".join(f"{alert}: {counts.get(alert, 0)}" for alert in obs.expected)
+        if missing:
+            detail = f"no {what} event in the last {window} for " + ", ".join(missing) + f" ({seen})"
+            checks.append(Check(f"expected {name}", False, detail))
         else:
-            detail = f"no action_dry_run event in the last {window}: nothing to judge (name alerts with --expect)"
-            checks.append(Check("dry-run events", False, detail))
+            checks.append(Check(f"expected {name}", True, seen))
+    else:
+        total = sum(counts.values())
+        if total:
+            checks.append(Check(name, True, f"{total} {what} events in the last {window}"))
+        else:
+            detail = f"no {what} event in the last {window}: nothing to judge (name alerts with --expect)"
+            checks.append(Check(name, False, detail))
     if obs.dry_run_on:
         if obs.live_actions:
             detail = f"{obs.live_actions} action_started events in the last {window} while dry-run is on"
@@ -174,18 +184,21 @@ def canary_observe(
     now = now or timezone.now()
     since = now - window
     events = AuditEvent.objects.filter(ts__gte=since, ts__lte=now)
-    dry_run_events = dict(
-        events.filter(kind="action_dry_run")
+    per_alert = (
+        events.filter(kind__in=["action_dry_run", "action_ok"])
         .exclude(alertname="")
-        .values_list("alertname")
+        .values_list("kind", "alertname")
         .annotate(n=Count("id"))
-        .values_list("alertname", "n")
     )
+    counted: dict[str, dict[str, int]] = {"action_dry_run": {}, "action_ok": {}}
+    for kind, alertname, n in per_alert:
+        counted[kind][alertname] = n
     facts = {
         "window": window,
         "expected": tuple(expected),
         "label": label,
-        "dry_run_events": dry_run_events,
+        "dry_run_events": counted["action_dry_run"],
+        "ok_events": counted["action_ok"],
         "live_actions": events.filter(kind="action_started").count(),
         "dry_run_on": switch_effective(now=now).dry_run,
     }

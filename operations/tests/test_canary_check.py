@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
 
 from audit.services import audit_record
+from operations.canary import CanaryObservation, Rule, canary_evaluate
 
 GREEN_RULES = """
 groups:
@@ -116,3 +118,42 @@ def test_canary_refuses_bad_arguments_clearly():
         run_canary("--prometheus", "http://127.0.0.1:9", "--alert-label", "autoheal")
     with pytest.raises(CommandError, match="http:// or https://"):
         run_canary("--prometheus", "127.0.0.1:9090")
+
+
+def green(**fields):
+    values = {
+        "window": timedelta(hours=72),
+        "expected": ("ContainerUnhealthy",),
+        "label": ("service", "autoheal"),
+        "rules": (Rule("AutohealDown", "alerting", "ok", "", {"service": "autoheal"}),),
+    }
+    values.update(fields)
+    return CanaryObservation(**values)
+
+
+def failed(checks):
+    return {check.name: check.detail for check in checks if not check.ok}
+
+
+def test_after_going_live_successful_real_actions_count_for_the_expected_alerts():
+    live = green(dry_run_on=False, ok_events={"ContainerUnhealthy": 3}, live_actions=3)
+    assert failed(canary_evaluate(observation=live)) == {}
+
+
+def test_in_the_canary_real_actions_do_not_stand_in_for_dry_run_events():
+    canary = green(dry_run_on=True, ok_events={"ContainerUnhealthy": 1}, live_actions=1)
+    problems = failed(canary_evaluate(observation=canary))
+    assert "no action_dry_run event in the last 3d for ContainerUnhealthy" in problems["expected dry-run events"]
+    assert problems["nothing ran for real"] == "1 action_started events in the last 3d while dry-run is on"
+
+
+def test_a_rule_that_fails_to_evaluate_fails_the_canary():
+    broken = green(
+        dry_run_events={"ContainerUnhealthy": 1},
+        rules=(
+            Rule("AutohealDown", "alerting", "ok", "", {"service": "autoheal"}),
+            Rule("autoheal:heartbeat:age_seconds", "recording", "err", "many-to-many matching not allowed", {}),
+        ),
+    )
+    problems = failed(canary_evaluate(observation=broken))
+    assert problems == {"rules evaluate": "autoheal:heartbeat:age_seconds: many-to-many matching not allowed"}
