@@ -62,7 +62,7 @@ def _metadata(url: str) -> dict[str, Any]:
         if cached and time.monotonic() - cached[0] < DISCOVERY_TTL_SECONDS:
             return cached[1]
         try:
-            response = requests.get(url, timeout=getattr(settings, "OIDC_TIMEOUT", 5))
+            response = requests.get(url, timeout=getattr(settings, "OIDC_TIMEOUT", 5))  # nosec B113: timeout from OIDC_TIMEOUT
             response.raise_for_status()
             document = response.json()
         except (requests.RequestException, ValueError) as exc:

@@ -39,7 +39,7 @@ class _KeySet:
 
     def _refresh(self) -> None:
         try:
-            response = requests.get(self.url, timeout=getattr(settings, "OIDC_TIMEOUT", 5))
+            response = requests.get(self.url, timeout=getattr(settings, "OIDC_TIMEOUT", 5))  # nosec B113: timeout from OIDC_TIMEOUT
             response.raise_for_status()
             document = response.json()
         except (requests.RequestException, ValueError) as exc:
