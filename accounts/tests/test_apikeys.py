@@ -98,3 +98,23 @@ def test_last_used_is_written_at_most_once_a_minute(client: Any, django_assert_n
     with django_assert_num_queries(1):
         apikey_check(presented=key)
     assert ApiKey.objects.get(name="hot").last_used_at == first
+
+
+def test_changes_made_with_a_key_are_attributed_to_it_in_the_audit(client: Any) -> None:
+    key = _create("switch-bot", "admin")
+    response = client.post(
+        "/api/switch", data={"dry_run": True}, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {key}"
+    )
+    assert response.status_code == 200
+    event = AuditEvent.objects.filter(kind="switch_changed").latest("id")
+    assert event.actor == "apikey:switch-bot"
+    assert key not in repr(event.as_dict())
+
+
+def test_an_ops_key_cannot_flip_the_switch(client: Any) -> None:
+    key = _create("reader-2", "ops")
+    response = client.post(
+        "/api/switch", data={"enabled": False}, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {key}"
+    )
+    assert response.status_code == 403
+    assert not AuditEvent.objects.filter(kind="switch_changed").exists()
