@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -157,3 +158,20 @@ def test_a_rule_that_fails_to_evaluate_fails_the_canary():
     )
     problems = failed(canary_evaluate(observation=broken))
     assert problems == {"rules evaluate": "autoheal:heartbeat:age_seconds: many-to-many matching not allowed"}
+
+
+@pytest.mark.prometheus
+@pytest.mark.django_db
+def test_canary_recognises_the_shipped_rules_of_deploy_prometheus(prometheus, settings):
+    settings.AUTOHEAL_DRY_RUN = True
+    rules = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules" / "autoheal.rules.yml"
+    prom = prometheus(rules.read_text(encoding="utf-8"))
+    prom.wait_for(lambda: all_rules_evaluated(prom), "the shipped rules to be evaluated")
+    audit_record(kind="action_dry_run", alertname="ContainerUnhealthy", target="web-1")
+
+    out = run_canary("--prometheus", prom.url, "--window", "1h", "--expect", "ContainerUnhealthy")
+
+    # Every alert of the pack carries service="autoheal" except the always-firing heartbeat, which
+    # must not count against the canary; right after start none of the SLO alerts fires yet.
+    assert "canary check passed" in out
+    assert "4 autoheal:* recording rules" in out
