@@ -70,6 +70,11 @@ def _docker_env() -> dict[str, str]:
     return env
 
 
+def _loadavg() -> str:
+    with open("/proc/loadavg", encoding="ascii") as handle:
+        return handle.read().split()[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     names = list(_scenarios())
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
@@ -109,12 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in chosen:
         print(f"\n== {name}", flush=True)
         t0 = time.monotonic()
+        load_before = _loadavg()
         try:
             scenarios[name](ctx)
         except Exception as exc:
             traceback.print_exc()
             ctx.note(f"{name} failed: {exc.__class__.__name__}: {exc}")
-        print(f"   ({time.monotonic() - t0:.0f} s)", flush=True)
+        ctx.facts.setdefault("load", {})[name] = f"{load_before} -> {_loadavg()}"
+        print(f"   ({time.monotonic() - t0:.0f} s, load average {ctx.facts['load'][name]})", flush=True)
 
     meta = {
         "when": stamp,
@@ -123,10 +130,15 @@ def main(argv: list[str] | None = None) -> int:
         "server": args.server,
         "notes": ctx.notes,
         "seconds": round(time.monotonic() - began),
+        "load_average_per_scenario": ctx.facts.get("load", {}),
     }
     print("\n" + render(ctx.rows))
     if ctx.notes:
         print("\nnotes:\n" + "\n".join(f"- {n}" for n in ctx.notes))
+    print(
+        "\nload average (1 min) before -> after each scenario: "
+        + ", ".join(f"{k} {v}" for k, v in ctx.facts.get("load", {}).items())
+    )
     print("\nmachine: " + ", ".join(f"{k} {v}" for k, v in meta["machine"].items()))  # type: ignore[union-attr]
     out = args.out or workdir / "results.json"
     save(out, ctx.rows, meta)
