@@ -83,13 +83,14 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "accounts.authentication.BearerTokenMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     # After every header-setting middleware, so their headers are on 401/429/503 answers too.
     "accounts.middleware.MetricsTokenMiddleware",
     "accounts.ratelimit.RateLimitMiddleware",
+    # After the limiter, so refused tokens are counted (guessing keys is rate-limited).
+    "accounts.authentication.BearerTokenMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
@@ -199,6 +200,8 @@ AUTHENTICATION_BACKENDS = [
     *(["django.contrib.auth.backends.ModelBackend"] if AUTOHEAL_LOCAL_LOGIN else []),
     "accounts.backends.RolePermissionBackend",
 ]
+# A session lasts a working day by default: roles are re-read from the provider at each login.
+SESSION_COOKIE_AGE = env_int("AUTOHEAL_SESSION_SECONDS", 8 * 3600)
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/ops/"
 LOGOUT_REDIRECT_URL = "/"
