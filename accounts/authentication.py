@@ -95,7 +95,11 @@ def _refusal(exc: BearerError) -> JsonResponse:
 
 
 class BearerTokenMiddleware:
-    """Authenticate bearer tokens for every view; must come after AuthenticationMiddleware."""
+    """Authenticate bearer tokens for every view.
+
+    Place it after AuthenticationMiddleware (it replaces ``request.user``) and after the rate
+    limiter, which counts refused tokens against the client's address before this answers 401.
+    """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response

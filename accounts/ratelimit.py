@@ -24,6 +24,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from functools import lru_cache
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -84,6 +85,16 @@ def _hit(key: str, window: int) -> int:
 
 
 def _caller(request: HttpRequest) -> str:
+    from accounts.authentication import OWN_TOKEN_PATHS, BearerError, bearer_token, bearer_user
+
+    if bearer_token(request) is not None and request.path not in OWN_TOKEN_PATHS:
+        # Bearer callers are counted as their user; a refused token counts against the client's
+        # address, so guessing API keys or tokens is rate-limited like any anonymous traffic.
+        try:
+            bearer: Any = bearer_user(request)
+        except BearerError:
+            return f"ip{client_ip(request)}"
+        return f"u{bearer.pk}"
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
         return f"u{user.pk}"

@@ -215,3 +215,37 @@ def test_keys_are_refetched_once_when_an_unknown_kid_appears(
     # A genuine token still verifies from the cache.
     assert tokens.verify_access_token(oidc_provider.token("machine-ops"))["sub"] == "machine-ops"
     assert len(calls) == 1
+
+
+def test_a_known_subject_costs_one_query_per_request(
+    oidc_settings: Any, oidc_provider: Provider, django_assert_num_queries: Any
+) -> None:
+    from django.test import RequestFactory
+
+    from accounts.authentication import bearer_user
+
+    token = oidc_provider.token("machine-admin")
+    factory = RequestFactory()
+    bearer_user(factory.get("/audit", HTTP_AUTHORIZATION=f"Bearer {token}"))
+    with django_assert_num_queries(1):
+        user = bearer_user(factory.get("/audit", HTTP_AUTHORIZATION=f"Bearer {token}"))
+    assert user_roles(user) == {"admin"}
+
+
+@pytest.mark.parametrize(
+    ("claim", "claims", "expected"),
+    [
+        ("roles", {"roles": ["ops", "viewer"]}, {"ops"}),
+        ("roles", {"groups": ["/admin", "staff"]}, {"admin"}),
+        ("realm_access.roles", {"realm_access": {"roles": ["admin", "ops"]}}, {"admin", "ops"}),
+        ("roles", {"roles": "ops admin"}, {"ops", "admin"}),
+        ("roles", {"roles": []}, set()),
+        ("roles", {"roles": {"ops": True}}, set()),
+        ("roles", {}, set()),
+    ],
+)
+def test_roles_are_read_from_the_configured_claim(settings: Any, claim: str, claims: Any, expected: set[str]) -> None:
+    from accounts.oidc import roles_from_claims
+
+    settings.OIDC_ROLES_CLAIM = claim
+    assert roles_from_claims(claims) == expected

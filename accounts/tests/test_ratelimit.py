@@ -55,6 +55,21 @@ def test_each_user_has_their_own_budget(client: Any, small_limit: Any, make_user
 
 
 @pytest.mark.django_db
+def test_guessing_api_keys_is_rate_limited(client: Any, small_limit: Any) -> None:
+    codes = [client.get("/audit", HTTP_AUTHORIZATION=f"Bearer ahk_{i:012d}_guess").status_code for i in range(4)]
+    assert codes == [401, 401, 401, 429]
+
+
+@pytest.mark.django_db
+def test_an_api_key_has_its_own_budget(client: Any, small_limit: Any, make_api_key: Any) -> None:
+    key = make_api_key("busy", "ops")
+    assert _spend(client, 3, HTTP_AUTHORIZATION=f"Bearer {key}") == [200, 200, 200]
+    assert client.get("/audit", HTTP_AUTHORIZATION=f"Bearer {key}").status_code == 429
+    # Anonymous callers from the same address are counted apart from the key.
+    assert client.get("/audit").status_code == 401
+
+
+@pytest.mark.django_db
 def test_probes_and_metrics_are_never_limited(client: Any, small_limit: Any) -> None:
     for path in ("/", "/readyz", "/metrics"):
         assert 429 not in _spend(client, 6, path)

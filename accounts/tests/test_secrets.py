@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import string
 from typing import Any
 
 import pytest
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from accounts.redact import RedactSecretsFilter, redact
 
@@ -86,3 +89,18 @@ def test_cors_answers_only_listed_origins(client: Any, settings: Any) -> None:
     assert allowed["Access-Control-Allow-Origin"] == "https://grafana.example"
     other = client.get("/audit", HTTP_ORIGIN="https://evil.example")
     assert "Access-Control-Allow-Origin" not in other
+
+
+@given(
+    prefix=st.text(max_size=40),
+    suffix=st.text(max_size=40),
+    secret=st.text(alphabet=string.ascii_letters + string.digits + "-_", min_size=20, max_size=60),
+)
+def test_no_api_key_or_jwt_survives_redaction(prefix: str, suffix: str, secret: str) -> None:
+    assume(secret not in prefix + suffix)
+    key = f"ahk_0123456789ab_{secret}"
+    token = f"eyJhbGciOiJSUzI1NiJ9.eyJ{secret}.{secret[::-1]}"
+    text = redact(f"{prefix} {key} {suffix} Authorization: Bearer {token} {prefix}")
+    assert key not in text
+    assert token not in text
+    assert secret not in text
