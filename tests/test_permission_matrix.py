@@ -39,6 +39,7 @@ MATRIX: dict[str, tuple[str, dict[str, str]]] = {
     "ops/": ("/ops/", {"GET": OPS}),
     "admin/": ("/admin/", {"GET": ADMIN}),
     "accounts/login/": ("/accounts/login/", {"GET": PUBLIC}),
+    "admin/login/": ("/admin/login/", {"GET": PUBLIC}),
     "accounts/logout/": ("/accounts/logout/", {"POST": PUBLIC}),
     # 404 unless OpenID login is configured; with it, the redirect to the provider is public.
     "oidc/authenticate/": ("/oidc/authenticate/", {"GET": PUBLIC}),

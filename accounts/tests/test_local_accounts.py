@@ -78,6 +78,14 @@ def test_admin_role_opens_the_django_admin_for_autoheal_models(client: Any, make
     assert client.get("/admin/").status_code == 302
 
 
+def test_the_admin_login_goes_through_the_one_login_page(client: Any) -> None:
+    response = client.get("/admin/")
+    assert response.status_code == 302
+    response = client.get(response["Location"])
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/?next=")
+
+
 def test_local_login_form_is_off_when_single_sign_on_is_the_way_in(client: Any, settings: Any, make_user: Any) -> None:
     settings.AUTOHEAL_LOCAL_LOGIN = False
     make_user("legacy", ["admin"])
