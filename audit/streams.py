@@ -40,6 +40,7 @@ import hashlib
 import json
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -69,6 +70,8 @@ EVENT_TYPE = "audit"
 OPEN_FRAME = (":" + " " * 2048 + "\n\nevent: stream-open\ndata:\n\n").encode()
 KEEPALIVE_FRAME = b"event: keep-alive\ndata:\n\n"
 READ_PAGE = 500
+# Under a steady stream, events are handed to clients at most this often (seconds); see _flush.
+FLUSH_INTERVAL = 0.02
 ALERTNAME_MAX = 200
 
 T = TypeVar("T")
@@ -356,6 +359,9 @@ class AuditFeed:
         self._bell: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._starting: asyncio.Lock | None = None
+        self._outbox: list[StreamItem] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._last_flush = 0.0
 
     @property
     def running(self) -> bool:
@@ -390,6 +396,8 @@ class AuditFeed:
         self._tasks = []
         self._loop = loop
         self._inbox.clear()
+        self._outbox = []
+        self._flush_handle = None
         self.listeners = set()
         self._starting = asyncio.Lock()
 
@@ -460,6 +468,27 @@ class AuditFeed:
         if not items:
             return
         self.last_id = max(self.last_id, items[-1].id)
+        self._outbox.extend(items)
+        if self._flush_handle is not None:
+            return  # a flush is due shortly and will take these along
+        assert self._loop is not None
+        due = self._last_flush + FLUSH_INTERVAL
+        if self._loop.time() >= due:
+            self._flush()
+        else:
+            self._flush_handle = self._loop.call_at(due, self._flush)
+
+    def _flush(self) -> None:
+        """Hand the waiting events to every listener at once.
+
+        Waking every client costs a task switch and a socket write per client, whatever the number
+        of events: under a steady stream, events are handed over at most every ``FLUSH_INTERVAL``
+        so each write carries a few of them. A lone event after a quiet spell goes out at once.
+        """
+        assert self._loop is not None
+        self._flush_handle = None
+        self._last_flush = self._loop.time()
+        items, self._outbox = self._outbox, []
         for listener in list(self.listeners):
             listener.offer(items)
 
@@ -550,6 +579,18 @@ async def _stream(listener: AuditListener, resume_from: int | None) -> AsyncIter
         feed.remove(listener)
 
 
+SETUP_CONCURRENCY = 8
+_setup_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def _setup_gate() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    gate = _setup_gates.get(loop)
+    if gate is None:
+        gate = _setup_gates[loop] = asyncio.Semaphore(SETUP_CONCURRENCY)
+    return gate
+
+
 def _close_request_connection() -> None:
     connection.close()
 
@@ -562,13 +603,24 @@ def _refusal(status: int, condition: str, text: str) -> HttpResponse:
 @require_GET
 async def events_view(request: HttpRequest) -> HttpResponseBase:
     """``GET /events``: the audit trail, live, for the ops and admin roles."""
-    user = await request.auser()
+    # Django keeps a request's database connection open until its response ends, which for a
+    # stream is hours: a few hundred consoles would hold every connection PostgreSQL allows. So the
+    # few queries that authorise a stream run a few at a time (a reconnect storm after a restart
+    # cannot open hundreds of connections at once) and the connection is handed back before
+    # streaming; the stream reads through its own short-lived connections.
+    async with _setup_gate():
+        try:
+            user = await request.auser()
+            allowed = user.is_authenticated and await sync_to_async(get_channelmanager().can_read_channel)(
+                user, CHANNEL
+            )
+        finally:
+            await sync_to_async(_close_request_connection)()
     if not user.is_authenticated:
         response = _refusal(401, "unauthorized", "Log in with the ops or admin role to read the stream.")
         add_default_headers(response, request=request)
         return response
-    manager = get_channelmanager()
-    if not await sync_to_async(manager.can_read_channel)(user, CHANNEL):
+    if not allowed:
         response = _refusal(403, "forbidden", "Reading the stream needs the ops or admin role.")
         add_default_headers(response, request=request)
         return response
@@ -579,10 +631,6 @@ async def events_view(request: HttpRequest) -> HttpResponseBase:
         response = _refusal(400, "bad-request", str(exc))
         add_default_headers(response, request=request)
         return response
-    # Django keeps this request's database connection open until the response ends, which for a
-    # stream is hours: a few hundred consoles would hold every connection PostgreSQL allows. The
-    # stream itself reads through its own short-lived connections, so hand this one back now.
-    await sync_to_async(_close_request_connection)()
     listener = AuditListener(
         user_id=user.pk, stream_filter=stream_filter, max_pending=settings.AUTOHEAL_STREAM_MAX_PENDING
     )

@@ -127,6 +127,7 @@ class Result:
     max_ms: float
     delivered_per_s: float
     rss_mb: float
+    web_cpu_pct: float
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -134,6 +135,13 @@ def _percentile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _start_web(env: dict[str, str], logdir: Path) -> Started:
@@ -188,6 +196,7 @@ def _run_one(
             if b"ready" not in line:
                 raise RuntimeError("a client process did not connect")
         writer_out = tmp / f"writer-{clients}-{rate}.json"
+        web_cpu_before = _cpu_seconds(web.pids[0])
         with RssSampler(web) as rss:
             subprocess.run(
                 [sys.executable, "-m", "bench.sse_fanout", "_writer", str(rate), str(seconds), str(writer_out)],
@@ -196,6 +205,7 @@ def _run_one(
                 check=True,
                 timeout=seconds * 3 + 60,
             )
+            web_cpu = _cpu_seconds(web.pids[0]) - web_cpu_before
             time.sleep(3)  # let the last events reach every client
     finally:
         for proc in client_procs:
@@ -235,6 +245,7 @@ def _run_one(
         max_ms=max(latencies) if latencies else float("nan"),
         delivered_per_s=deliveries / float(written["elapsed"]),
         rss_mb=rss.peak,
+        web_cpu_pct=100 * web_cpu / float(written["elapsed"]),
     )
 
 
@@ -257,7 +268,17 @@ def main(argv: list[str] | None = None) -> int:
     redis_url = db.redis_url()
     db.recreate_database(url)
     tmp = Path(tempfile.mkdtemp(prefix="autoheal-sse-bench-"))
-    env = server_env({"DATABASE_URL": url, "REDIS_URL": redis_url, "AUTOHEAL_DATA_DIR": str(tmp)})
+    # As production runs daphne: with the bounded connection pool (a reconnect storm of hundreds
+    # of consoles would otherwise open a connection per request before each stream starts).
+    env = server_env(
+        {
+            "DATABASE_URL": url,
+            "REDIS_URL": redis_url,
+            "AUTOHEAL_DATA_DIR": str(tmp),
+            "AUTOHEAL_DB_POOL": "1",
+            "AUTOHEAL_DB_POOL_SIZE": "8",
+        }
+    )
     env["AUTOHEAL_AUDIT_JSONL"] = str(tmp / "audit.jsonl")
     db.migrate(env)
     os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "AUTOHEAL_DATA_DIR", "DJANGO_SETTINGS_MODULE")})
@@ -286,11 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "| clients | events/s | written | deliveries | lost | dup | p50 ms | p99 ms | max ms | delivered/s | web RSS MiB |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(
             f"| {r.clients} | {r.rate:.0f} | {r.written} | {r.deliveries} | {r.lost} | {r.duplicates} | "
-            f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.max_ms:.1f} | {r.delivered_per_s:,.0f} | {r.rss_mb:.0f} |"
+            f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.max_ms:.1f} | {r.delivered_per_s:,.0f} | {r.rss_mb:.0f} | {r.web_cpu_pct:.0f} |"
         )
     failed = [r for r in results if r.lost or r.duplicates]
     return 1 if failed else 0
