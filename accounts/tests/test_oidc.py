@@ -249,3 +249,34 @@ def test_roles_are_read_from_the_configured_claim(settings: Any, claim: str, cla
 
     settings.OIDC_ROLES_CLAIM = claim
     assert roles_from_claims(claims) == expected
+
+
+def test_explicit_endpoints_work_without_discovery(client: Any, oidc_settings: Any, oidc_provider: Provider) -> None:
+    issuer = oidc_provider.issuer
+    oidc_settings.OIDC_OP_DISCOVERY_URL = ""
+    oidc_settings.OIDC_OP_ISSUER = issuer
+    oidc_settings.OIDC_OP_AUTHORIZATION_ENDPOINT = f"{issuer}/auth"
+    oidc_settings.OIDC_OP_TOKEN_ENDPOINT = f"{issuer}/token"
+    oidc_settings.OIDC_OP_USER_ENDPOINT = f"{issuer}/me"
+    oidc_settings.OIDC_OP_JWKS_ENDPOINT = f"{issuer}/jwks"
+    login = f"admin-{uuid.uuid4().hex[:6]}"
+    assert _login_at_provider(client, login)["Location"] == "/audit"
+    assert user_roles(Identity.objects.get(sub=login).user) == {"admin"}
+    token = oidc_provider.token("machine-admin")
+    assert client.get("/audit", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
+
+
+def test_an_unreachable_provider_fails_closed_with_a_clear_answer(client: Any, oidc_settings: Any) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    oidc_settings.OIDC_OP_DISCOVERY_URL = f"http://127.0.0.1:{closed}/.well-known/openid-configuration"
+    response = client.get("/oidc/authenticate/")
+    assert response.status_code == 503
+    assert "identity provider is unavailable" in response.json()["error"]
+    forged = jwt.encode({"sub": "x"}, rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256")
+    response = client.get("/audit", HTTP_AUTHORIZATION=f"Bearer {forged}")
+    assert response.status_code == 401
+    assert "discovery failed" in response.json()["error"]
