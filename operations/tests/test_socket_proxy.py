@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import service_missing, started_at
+from remediation.tests.exec_helpers import events, make_policy, spawn_manage, stop_process, wait_until
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "socket-proxy" / "haproxy.cfg"
 
@@ -26,8 +27,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def proxied_client(docker_host: str, tmp_path: Path) -> Iterator[object]:
-    import docker
+def proxy_url(docker_host: str, tmp_path: Path) -> Iterator[str]:
+    """deploy/socket-proxy/haproxy.cfg run by the real haproxy on a free loopback port."""
 
     if not shutil.which("haproxy"):
         service_missing("haproxy not installed (the deploy gate installs it)")
@@ -51,18 +52,26 @@ def proxied_client(docker_host: str, tmp_path: Path) -> Iterator[object]:
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail("haproxy did not start: " + (tmp_path / "haproxy.log").read_text())
             time.sleep(0.1)
-        client = docker.DockerClient(base_url=f"tcp://127.0.0.1:{port}", timeout=30)
-        yield client
-        client.close()
+        yield f"tcp://127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def proxied_client(proxy_url: str) -> Iterator[object]:
+    import docker
+
+    client = docker.DockerClient(base_url=proxy_url, timeout=30)
+    yield client
+    client.close()
 
 
 def test_proxy_lets_autoheal_list_inspect_and_restart_a_container(proxied_client, make_container):
     container = make_container()
     before = started_at(container)
     since = int(time.time()) - 1
+    assert proxied_client.info()["Name"]  # the watcher names the engine it watches
     assert container.id in [c.id for c in proxied_client.containers.list()]
     through_proxy = proxied_client.containers.get(container.id)
     assert through_proxy.attrs["State"]["Running"] is True
@@ -90,7 +99,7 @@ def test_proxy_refuses_create_exec_logs_and_everything_else(proxied_client, make
         lambda: proxied_client.api.logs(container.id),
         lambda: proxied_client.images.list(),
         lambda: proxied_client.api.remove_container(container.id, force=True),
-        lambda: proxied_client.info(),
+        lambda: proxied_client.df(),
         lambda: proxied_client.api.get_archive(container.id, "/etc/passwd"),
     ]
     for call in refusals:
@@ -103,3 +112,44 @@ def test_proxy_refuses_create_exec_logs_and_everything_else(proxied_client, make
     assert len(docker_client.containers.list(all=True)) == before
     container.reload()
     assert container.attrs["State"]["Running"] is True
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_watcher_and_worker_heal_a_container_through_the_proxy_alone(proxy_url, make_container, tmp_path):
+    """The proxy's allow-list is enough for the real watcher and worker: nothing else reaches dockerd."""
+    container = make_container(labels={"autoheal.enable": "true"})
+    # Only this container: the engine may hold other opted-in containers, which are not ours to restart.
+    make_policy(
+        name="restart-unhealthy",
+        matchers=['alertname="ContainerUnhealthy"', f'container="{container.name}"'],
+        action="restart_container",
+        params={"timeout_seconds": 20},
+        verify_within_seconds=60,
+    )
+    wait_until(lambda: container.reload() or container.attrs["State"]["Health"]["Status"] == "healthy", timeout=30)
+    before = started_at(container)
+    env = {"DOCKER_HOST": proxy_url}
+    watcher = spawn_manage(["autoheal_watch_docker"], env=env, log=tmp_path / "watcher.log")
+    worker = spawn_manage(["autoheal_worker", "--name", "proxied"], env=env, log=tmp_path / "worker.log")
+    try:
+        container.exec_run(["rm", "-f", "/tmp/healthy"])
+        wait_until(lambda: events("action_verified"), timeout=90)
+    finally:
+        stop_process(watcher)
+        stop_process(worker)
+    assert started_at(container) != before
+    assert [e.target for e in events("action_ok")] == [container.name]
+    logs = (tmp_path / "watcher.log").read_text(errors="replace") + (tmp_path / "worker.log").read_text(
+        errors="replace"
+    )
+    assert "403" not in logs and "APIError" not in logs, logs[-3000:]
+    # And it all went through the proxy: its log shows the watcher's stream and the worker's restart.
+    # (haproxy logs a request when it ends: the events stream ended when the watcher stopped.)
+    proxy_log = wait_until(lambda: _with_events(tmp_path / "haproxy.log"), timeout=15)
+    assert f"/containers/{container.id}/restart" in proxy_log
+
+
+def _with_events(log: Path) -> str:
+    text = log.read_text(errors="replace")
+    return text if "GET /v1.41/events" in text or "/events?" in text else ""
