@@ -163,14 +163,23 @@ class ChainReport:
     last_id: int | None = None
     head_hash: str = ""
     problems: list[dict[str, Any]] = field(default_factory=list)
+    # Problems found beyond the first MAX_REPORTED (counted, not listed: a wholesale rewrite must
+    # not exhaust memory).
+    unlisted: int = 0
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    def add(self, problem: str, event_id: int, detail: str) -> None:
+        if len(self.problems) < MAX_REPORTED:
+            self.problems.append({"problem": problem, "id": event_id, "detail": detail})
+        else:
+            self.unlisted += 1
+
 
 _VERIFY_FIELDS = ("id", *HASHED_FIELDS, "prev_hash", "hash")
-_MAX_REPORTED_LINKS = 10_000
+MAX_REPORTED = 1000
 
 
 def chain_verify(*, chunk_size: int = 5000) -> ChainReport:
@@ -196,14 +205,15 @@ def chain_verify(*, chunk_size: int = 5000) -> ChainReport:
             body = dict(zip(HASHED_FIELDS, values, strict=True))
             body["ts"] = iso_utc(body["ts"])
             if body_hash(stored_prev, body) != stored_hash:
-                report.problems.append(
-                    {"problem": "altered", "id": event_id, "detail": "its content does not match its hash"}
-                )
+                report.add("altered", event_id, "its content does not match its hash")
             if prev_id is None:
                 if stored_prev != GENESIS_HASH and not (stored_prev in anchors and anchors[stored_prev] < event_id):
                     broken.append((event_id, None, stored_prev))
             elif stored_prev != prev_hash:
-                broken.append((event_id, prev_id, stored_prev))
+                if len(broken) < MAX_REPORTED:
+                    broken.append((event_id, prev_id, stored_prev))
+                else:
+                    report.unlisted += 1
             prev_id, prev_hash = event_id, stored_hash
             report.checked += 1
             if report.first_id is None:
@@ -211,15 +221,13 @@ def chain_verify(*, chunk_size: int = 5000) -> ChainReport:
         after = rows[-1][0]
     report.last_id = prev_id
     report.head_hash = prev_hash
-    _classify_breaks(report, broken[:_MAX_REPORTED_LINKS])
+    _classify_breaks(report, broken)
     exported = AuditExport.objects.aggregate(top=Max("through_id"))["top"]
     if exported is not None and (report.last_id or 0) < exported:
-        report.problems.append(
-            {
-                "problem": "truncated",
-                "id": exported,
-                "detail": f"an export covered events up to id {exported}, but the trail ends at id {report.last_id}",
-            }
+        report.add(
+            "truncated",
+            exported,
+            f"an export covered events up to id {exported}, but the trail ends at id {report.last_id}",
         )
     return report
 
@@ -234,26 +242,16 @@ def _classify_breaks(report: ChainReport, broken: list[tuple[int, int | None, st
         found.update(AuditEvent.objects.filter(hash__in=hashes[start : start + 500]).values_list("hash", "id"))
     for event_id, prev_id, link in broken:
         if link in found:
-            report.problems.append(
-                {
-                    "problem": "reordered",
-                    "id": event_id,
-                    "detail": f"it follows event {found[link]}, but stands after event {prev_id}",
-                }
-            )
+            report.add("reordered", event_id, f"it follows event {found[link]}, but stands after event {prev_id}")
         elif prev_id is None:
-            report.problems.append(
-                {
-                    "problem": "missing",
-                    "id": event_id,
-                    "detail": "events before it are missing: the chain starts neither at genesis nor at a prune anchor",
-                }
+            report.add(
+                "missing",
+                event_id,
+                "events before it are missing: the chain starts neither at genesis nor at a prune anchor",
             )
         else:
-            report.problems.append(
-                {
-                    "problem": "missing",
-                    "id": event_id,
-                    "detail": f"the event it follows is not there: deleted or replaced between id {prev_id} and id {event_id}",
-                }
+            report.add(
+                "missing",
+                event_id,
+                f"the event it follows is not there: deleted or replaced between id {prev_id} and id {event_id}",
             )

@@ -16,9 +16,10 @@ class Command(BaseCommand):
         report = chain_verify()
         for problem in report.problems:
             self.stdout.write(f"{problem['problem']}: event {problem['id']}: {problem['detail']}")
+        if report.unlisted:
+            self.stdout.write(f"... and {report.unlisted} more problem(s) not listed")
         span = f"ids {report.first_id}..{report.last_id}" if report.checked else "no events"
         if not report.ok:
-            raise CommandError(
-                f"audit trail NOT intact: {len(report.problems)} problem(s) in {report.checked} events ({span})"
-            )
+            total = len(report.problems) + report.unlisted
+            raise CommandError(f"audit trail NOT intact: {total} problem(s) in {report.checked} events ({span})")
         self.stdout.write(f"audit trail intact: {report.checked} events ({span}), head hash {report.head_hash or '-'}")
