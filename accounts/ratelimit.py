@@ -2,10 +2,10 @@
 
 Each caller gets ``AUTOHEAL_RATE_LIMIT`` requests (default 100 per 60 s) per window: an
 authenticated caller by user (a session, an API key's service user, a token's subject), an
-anonymous one by client IP. The counter is one cache key per caller and window, created with
-``add`` and bumped with ``incr``, both atomic in Redis, so any number of web processes sharing
-``REDIS_URL`` share the budget. A fixed window can let up to twice the limit through around a
-window boundary; that is accepted for its cost (one round trip, no per-request history).
+anonymous one by client IP. The counter is one cache key per caller and window, incremented
+atomically in Redis (``INCR``, with the expiry set on first use), so any number of web processes
+sharing ``REDIS_URL`` share the budget. A fixed window can let up to twice the limit through
+around a window boundary; that is accepted for its cost (one round trip, no per-request history).
 
 Exempt: ``/`` and ``/readyz`` (probes every few seconds), ``/metrics`` (Prometheus scrapes,
 optionally behind its own token) and static files. The webhook (``/alert``) has its own, higher
@@ -27,7 +27,8 @@ from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,20 @@ def client_ip(request: HttpRequest) -> str:
 
 
 def _hit(key: str, window: int) -> int:
-    """Count one request under ``key`` and return the count; atomic in Redis."""
+    """Count one request under ``key`` and return the count; atomic across processes in Redis."""
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        # One round trip instead of Django's three (exists, incr, add): INCR and a first-time
+        # EXPIRE in one MULTI/EXEC. The window is part of the key, so a counter never outlives it.
+        full_key = backend.make_and_validate_key(key)
+        # Django's Redis backend keeps its client behind the private ``_cache``; the Django
+        # version is pinned, and the fallback below covers any other backend.
+        client = backend._cache.get_client(full_key, write=True)  # type: ignore[attr-defined]
+        pipe = client.pipeline(transaction=True)
+        pipe.incr(full_key)
+        pipe.expire(full_key, window + 1, nx=True)
+        count, _ = pipe.execute()
+        return int(count)
     cache.add(key, 0, timeout=window + 1)
     try:
         return cache.incr(key)

@@ -196,3 +196,21 @@ def test_the_101st_request_is_refused_across_two_web_processes(tmp_path: Path) -
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@pytest.mark.redis
+def test_redis_counters_are_shared_and_expire_with_their_window(settings: Any) -> None:
+    import redis as redis_lib
+
+    from accounts.ratelimit import _hit
+
+    url = os.environ["AUTOHEAL_TEST_REDIS_URL"]
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
+    raw = redis_lib.Redis.from_url(url)
+    raw.flushdb()
+    assert [_hit("probe", 60) for _ in range(3)] == [1, 2, 3]
+    (key,) = raw.keys("*probe*")
+    assert 0 < raw.ttl(key) <= 61
+    # The count lives in Redis itself, where every web process reads and bumps it.
+    assert int(raw.get(key) or 0) == 3
+    raw.flushdb()
