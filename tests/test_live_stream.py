@@ -24,6 +24,7 @@ def web(django_db_setup: Any, django_db_blocker: Any) -> Iterator[LiveWeb]:
             AUTOHEAL_STREAM_MAX_PENDING="4",
             AUTOHEAL_STREAM_KEEPALIVE_SECONDS="1",
             AUTOHEAL_RATE_LIMIT="100000/60s",
+            AUTOHEAL_LOG_LEVEL="INFO",
         ) as server,
     ):
         yield server
@@ -106,6 +107,13 @@ def test_reconnect_with_last_event_id_receives_exactly_the_missed_events(web: Li
     assert int(next_frame.id) == live  # no duplicate of the replayed ones before it
 
 
+def test_idle_stream_sends_keep_alives(web: LiveWeb, cookie: str, sse: Any) -> None:
+    stream = sse(web.url("/events"), cookie=cookie)
+    stream.wait_for("stream-open")
+
+    assert stream.wait_for("keep-alive").data == ""
+
+
 def test_rolled_back_event_is_never_streamed(web: LiveWeb, cookie: str, sse: Any) -> None:
     stream = sse(web.url("/events"), cookie=cookie)
     stream.wait_for("stream-open")
@@ -127,6 +135,7 @@ def test_client_that_falls_behind_catches_up_from_the_audit_without_loss(web: Li
 
     frames = stream.audit_events(300, timeout=60)
     assert [int(f.id) for f in frames] == ids
+    assert "fell behind; catching up from the audit" in web.log.read_text()
     [after] = web.write([event(message="after the burst")])
     assert [int(f.id) for f in stream.audit_events(1)] == [after]
 
