@@ -550,8 +550,8 @@ async def _stream(listener: AuditListener, resume_from: int | None) -> AsyncIter
                     items = await _db(_items_after, position, listener.filter, READ_PAGE)
                 except EventDoesNotExist as exc:
                     # Outside the replay window: the client must reload; the stream goes on live.
+                    # Whatever is queued past this point is still delivered below.
                     position = max(int(exc.current_id), feed.last_id)
-                    listener.take()
                     yield _stream_reset(position, "the events after Last-Event-ID are no longer available")
                     continue
                 if items:

@@ -208,3 +208,15 @@ def test_open_streams_do_not_each_hold_a_database_connection(web: LiveWeb, cooki
 
     # Hundreds of consoles must not use up PostgreSQL's connections: streams hold none.
     assert server_connections() <= before + 1
+
+
+def test_without_redis_events_from_another_process_still_arrive_in_order(cookie: str, sse: Any) -> None:
+    # The embedded mode: no pub/sub between processes; the stream finds the worker's events by
+    # polling the audit table.
+    with live_web(REDIS_URL="", AUTOHEAL_STREAM_KEEPALIVE_SECONDS="1") as plain:
+        stream = sse(plain.url("/events"), cookie=cookie)
+        stream.wait_for("stream-open")
+
+        ids = plain.write([event(message=f"no redis {i}") for i in range(5)])
+
+        assert [int(f.id) for f in stream.audit_events(5)] == ids
