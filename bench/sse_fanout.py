@@ -128,6 +128,8 @@ class Result:
     delivered_per_s: float
     rss_mb: float
     web_cpu_pct: float
+    clients_cpu_pct: float
+    load: float
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -197,6 +199,7 @@ def _run_one(
                 raise RuntimeError("a client process did not connect")
         writer_out = tmp / f"writer-{clients}-{rate}.json"
         web_cpu_before = _cpu_seconds(web.pids[0])
+        clients_cpu_before = sum(_cpu_seconds(p.pid) for p in client_procs)
         with RssSampler(web) as rss:
             subprocess.run(
                 [sys.executable, "-m", "bench.sse_fanout", "_writer", str(rate), str(seconds), str(writer_out)],
@@ -206,6 +209,8 @@ def _run_one(
                 timeout=seconds * 3 + 60,
             )
             web_cpu = _cpu_seconds(web.pids[0]) - web_cpu_before
+            clients_cpu = sum(_cpu_seconds(p.pid) for p in client_procs) - clients_cpu_before
+            load = os.getloadavg()[0]
             time.sleep(3)  # let the last events reach every client
     finally:
         for proc in client_procs:
@@ -246,6 +251,8 @@ def _run_one(
         delivered_per_s=deliveries / float(written["elapsed"]),
         rss_mb=rss.peak,
         web_cpu_pct=100 * web_cpu / float(written["elapsed"]),
+        clients_cpu_pct=100 * clients_cpu / float(written["elapsed"]),
+        load=load,
     )
 
 
@@ -305,13 +312,14 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"Live stream fan-out: daphne x1, Redis doorbell, {seconds:.0f} s per row, {os.cpu_count()} CPUs")
     print(
-        "| clients | events/s | written | deliveries | lost | dup | p50 ms | p99 ms | max ms | delivered/s | web RSS MiB |"
+        "| clients | events/s | written | deliveries | lost | dup | p50 ms | p99 ms | max ms | delivered/s | web RSS MiB | web CPU % | clients CPU % | load avg |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(
             f"| {r.clients} | {r.rate:.0f} | {r.written} | {r.deliveries} | {r.lost} | {r.duplicates} | "
-            f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.max_ms:.1f} | {r.delivered_per_s:,.0f} | {r.rss_mb:.0f} | {r.web_cpu_pct:.0f} |"
+            f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.max_ms:.1f} | {r.delivered_per_s:,.0f} | {r.rss_mb:.0f} | {r.web_cpu_pct:.0f} | "
+            f"{r.clients_cpu_pct:.0f} | {r.load:.1f} |"
         )
     failed = [r for r in results if r.lost or r.duplicates]
     return 1 if failed else 0
