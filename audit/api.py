@@ -57,9 +57,9 @@ class AuditView(APIView):
         operation_id="audit_list",
         summary="Audit events, newest first",
         description=(
-            "Filters combine with AND. A `contains` search reads a bounded window of events per "
-            "answer: an answer may then hold fewer than `n` events (even none) and still have a "
-            "`next` link; follow it to search further back."
+            "Filters combine with AND. A `contains` search that the index cannot answer quickly "
+            "reads a bounded window of events per answer: such an answer may hold fewer than `n` "
+            "events (even none) and still have a `next` link; follow it to search further back."
         ),
         parameters=[
             OpenApiParameter("kind", OpenApiTypes.STR, description="Comma list of: " + ", ".join(ALL_KINDS)),

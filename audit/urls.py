@@ -1,5 +1,6 @@
 """Routes of the audit app (included at the site root by autoheal_site/urls.py)."""
 
+from csp.decorators import csp_update
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
@@ -10,10 +11,15 @@ urlpatterns = [
     path("audit", AuditView.as_view(), name="audit"),
     # The schema and its docs are for operators; the docs page loads Swagger UI from this
     # server's static files (drf-spectacular-sidecar) and its script from a URL, never inline.
+    # Swagger UI's stylesheet draws its icons as data: images, allowed on this page only.
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[IsOps]), name="api-schema"),
     path(
         "api/docs/",
-        SpectacularSwaggerSplitView.as_view(url_name="api-schema", permission_classes=[IsOps]),
+        csp_update({"img-src": ["'self'", "data:"]})(
+            SpectacularSwaggerSplitView.as_view(
+                url_name="api-schema", permission_classes=[IsOps], template_name="audit/api_docs.html"
+            )
+        ),
         name="api-docs",
     ),
 ]
