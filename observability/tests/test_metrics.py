@@ -150,6 +150,7 @@ def test_a_scrape_reads_a_fixed_number_of_queries(client: Any, django_assert_num
 
 @pytest.mark.django_db
 def test_state_gauges_show_switch_queue_and_circuit(client: Any, settings: Any) -> None:
+    Switch.objects.all().delete()  # start from a database that never had a switch row
     samples = scrape(client)
     assert value(samples, "autoheal_enabled") == 1
     assert value(samples, "autoheal_dry_run") == 0
