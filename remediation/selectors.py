@@ -30,9 +30,12 @@ class EffectiveSwitch:
 
 
 def switch_row() -> Switch:
-    """The single runtime switch row, created with safe defaults on first use."""
-    row, _ = Switch.objects.get_or_create(pk=1)
-    return row
+    """The single runtime switch row; its safe defaults (unsaved) until someone changes it.
+
+    Reading never writes: GET /, /metrics and the simulator must leave the database as it was.
+    The safety services create the row when they change it.
+    """
+    return Switch.objects.filter(pk=1).first() or Switch(pk=1)
 
 
 def switch_effective(*, now: datetime | None = None, row: Switch | None = None) -> EffectiveSwitch:
