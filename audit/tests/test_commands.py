@@ -281,3 +281,17 @@ def test_prune_boundary_follows_the_cutoff(trail: dict[str, Any], tmp_path: Path
     remaining = AuditEvent.objects.order_by("id").first()
     assert remaining is not None and remaining.ts >= trail["now"] - timedelta(hours=30)
     assert AuditEvent.objects.count() == 6
+
+
+def test_verify_lists_a_bounded_number_of_problems_and_counts_the_rest(
+    trail: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from audit import selectors
+
+    monkeypatch.setattr(selectors, "MAX_REPORTED", 2)
+    sql("UPDATE audit_auditevent SET message = message || %s", ["!"])
+    output = verify_output()
+    assert output.count("altered: event") == 2
+    assert "... and 9 more problem(s) not listed" in output
+    with pytest.raises(CommandError, match="11 problem"):
+        run("audit_verify")
