@@ -29,8 +29,9 @@ OPERATORS = (EQUAL, NOT_EQUAL, REGEX, NOT_REGEX)
 # name, operator, raw value; "=~" and "!~" are tried before "=" so "a=~b" is a regex matcher.
 _MATCHER = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.DOTALL)
 _LEADING_NAME = re.compile(r"^\s*([^\s=!~]*)")
-# Constructs Python accepts but RE2 (Alertmanager) does not.
-_NOT_RE2 = re.compile(r"\(\?[=!]|\(\?<[=!]|\(\?P=|\\[1-9]|\(\?\(")
+# Group openings Python accepts but RE2 (Alertmanager) does not: look-around, named
+# back-references and conditionals.
+_NOT_RE2_GROUPS = ("(?=", "(?!", "(?<=", "(?<!", "(?P=", "(?(")
 
 
 class MatcherError(ValueError):
@@ -65,6 +66,34 @@ def quote(value: str) -> str:
     """The value as a double-quoted matcher value that ``parse_matcher`` reads back unchanged."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
+
+
+def _re2_problem(pattern: str) -> str | None:
+    """What in ``pattern`` RE2 would refuse, if anything (escapes and character classes respected)."""
+    i = 0
+    in_class = False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            if not in_class and pattern[i + 1 : i + 2] in tuple("123456789"):
+                return "back-references"
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            # A "]" right after "[" or "[^" is a literal member, not the end of the class.
+            i += 1
+            if pattern[i : i + 1] == "^":
+                i += 1
+            if pattern[i : i + 1] == "]":
+                i += 1
+            in_class = True
+            continue
+        elif char == "(" and pattern.startswith(_NOT_RE2_GROUPS, i):
+            return "look-around, back-references and conditionals"
+        i += 1
+    return None
 
 
 def _unescape(raw: str, text: str) -> str:
@@ -115,10 +144,9 @@ def parse_matcher(text: str) -> Matcher:
     value = _unescape(raw, text)
     regex = None
     if op in (REGEX, NOT_REGEX):
-        if _NOT_RE2.search(value):
-            raise MatcherError(
-                f"{text!r}: look-around and back-references are not supported by Alertmanager's regex syntax (RE2)"
-            )
+        problem = _re2_problem(value)
+        if problem:
+            raise MatcherError(f"{text!r}: {problem} are not supported by Alertmanager's regex syntax (RE2)")
         try:
             regex = re.compile(value)
         except re.error as exc:

@@ -60,6 +60,20 @@ def test_bad_matcher_is_an_error_naming_the_matcher(text: str, message: str) -> 
     assert repr(text) in str(caught.value) or "braces" in message
 
 
+@pytest.mark.parametrize(
+    ("text", "value", "matching"),
+    [
+        (r'a=~"\\\\1"', r"\\1", "\\1"),  # an escaped backslash before a digit is no back-reference
+        ('a=~"[(?=]+"', "[(?=]+", "(?="),  # inside a class these are plain characters
+        ('a=~"(?P<word>x+)"', "(?P<word>x+)", "xx"),
+    ],
+)
+def test_regexes_alertmanager_accepts_are_accepted(text: str, value: str, matching: str) -> None:
+    matcher = parse_matcher(text)
+    assert matcher.value == value
+    assert matcher.matches({"a": matching})
+
+
 def test_error_in_a_list_names_the_entry() -> None:
     with pytest.raises(MatcherError, match=r"^matchers\[1\]: 'severity=~\"\(\"'"):
         parse_matchers(['alertname="X"', 'severity=~"("'])
