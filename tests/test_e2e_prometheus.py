@@ -392,6 +392,12 @@ def test_an_alert_from_prometheus_restarts_the_container_and_is_verified_when_it
         )
         assert query('autoheal_actions_total{job="autoheal",alertname="AppUnhealthy",result="ok"} == 1')
         assert query("autoheal:heartbeat:age_seconds < 300")
+        # The signal behind AutohealNoEvents15m is alive (its history guard aside): events and
+        # deliveries kept coming.
+        assert query(
+            'sum without (kind, code) (max without (instance) (increase({__name__=~"autoheal_event_total|'
+            'autoheal_webhook_requests_total", job="autoheal"}[15m]))) > 0'
+        )
         alerts = requests.get(f"{prom}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
         firing = {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
         assert "AutohealNoEvents15m" not in firing

@@ -363,3 +363,30 @@ def test_every_metric_of_the_interface_is_exposed_with_its_type(client: Any) -> 
     assert types["autoheal_audit_write_seconds"] == "histogram"
     assert types["autoheal_enabled"] == "gauge"
     assert "# TYPE django_http_requests" in body, "django-prometheus request metrics stay"
+
+
+def test_without_a_database_metrics_say_so_and_webhook_counts_wait(tmp_path: Path) -> None:
+    code = (
+        "from prometheus_client import generate_latest, REGISTRY; from audit import metrics; "
+        "from observability import services; metrics.count_webhook_request(503); "
+        "print(generate_latest(REGISTRY).decode()); print('pending', services.pending_webhook_counts.pending())"
+    )
+    env = {
+        **os.environ,
+        # Nothing listens on port 1 of loopback: a real, immediately refused database.
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:1/autoheal",
+        "DJANGO_SETTINGS_MODULE": "autoheal_site.settings",
+        "AUTOHEAL_DATA_DIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "autoheal_database_up 0.0" in result.stdout
+    assert "pending {503: 1}" in result.stdout
