@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -10,6 +11,9 @@ from typing import Any
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from audit.models import AuditEvent
 from remediation.models import Alert, Job, Policy
@@ -235,3 +239,27 @@ def test_service_refuses_an_alert_listed_twice_in_one_delivery(fixture_json: Cal
     with pytest.raises(ValueError, match=r"alerts\[1\]: repeats alerts\[0\]"):
         alert_ingest(payload=payload)
     assert Alert.objects.count() == 0
+
+
+@hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(statuses=st.lists(st.sampled_from(["firing", "resolved"]), min_size=1, max_size=6))
+def test_any_order_of_deliveries_gives_one_incident_and_never_reopens(
+    statuses: list[str], fixture_json: Callable[[str], dict[str, Any]]
+) -> None:
+    """Whatever order an HA pair delivers firing and resolved copies in, the incident is consistent."""
+    Policy.objects.get_or_create(
+        name="restart-flagged", matchers=['alertname="AutohealTestFlag"'], action="restart_container"
+    )
+    fingerprint = uuid.uuid4().hex[:16]
+    for status in statuses:
+        payload = fixture_json(f"single-{status}.json")
+        payload["alerts"][0]["fingerprint"] = fingerprint
+        alert_ingest(payload=payload)
+    incident = Alert.objects.get(fingerprint=fingerprint)
+    assert incident.deliveries == len(statuses)
+    # Resolved once means resolved for good; a job exists only if the first word was "firing".
+    assert incident.status == ("resolved" if "resolved" in statuses else "firing")
+    assert Job.objects.filter(alert=incident).count() == (1 if statuses[0] == "firing" else 0)
+    assert AuditEvent.objects.filter(fingerprint=fingerprint, kind="alert_resolved").count() == (
+        1 if "resolved" in statuses else 0
+    )
