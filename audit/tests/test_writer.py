@@ -116,3 +116,37 @@ def test_long_fields_are_cut_to_their_columns_before_hashing(mirror_path: Any) -
     stored = AuditEvent.objects.get(id=event.id)
     assert len(stored.target) == 255 and len(stored.message) == 10000
     assert stored.hash == event.hash
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_build_one_intact_chain(mirror_path: Any) -> None:
+    import threading
+
+    from django.db import connection
+
+    from audit.selectors import chain_verify
+
+    errors: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        try:
+            for i in range(15):
+                if i % 5 == 0:
+                    audit_record_many([{"kind": "alert_received", "alertname": f"W{worker}", "message": f"{i}"}] * 3)
+                else:
+                    audit_record(kind="action_ok", target=f"w{worker}", message=f"{i}")
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    report = chain_verify()
+    assert report.ok, report.problems
+    assert report.checked == AuditEvent.objects.count() == 4 * (12 + 3 * 3)
+    assert sorted(line["id"] for line in lines(mirror_path)) == sorted(AuditEvent.objects.values_list("id", flat=True))
