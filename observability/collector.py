@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 from observability import services
 from observability.models import MetricSeries
 from observability.series import COUNTERS, EVENTS, HISTOGRAMS, LATESTS, Histogram, bucket_label, labels_from_key
-from remediation.models import Job, Policy, Switch
+from remediation.models import DESTRUCTIVE_ACTIONS, Job, Policy, Switch
 from remediation.selectors import switch_effective
 
 logger = logging.getLogger(__name__)
@@ -190,9 +190,11 @@ def _cooldown_family(now: datetime) -> Metric:
     longest = Policy.objects.aggregate(longest=Max("cooldown_seconds"))["longest"] or 0
     if not longest:
         return family
+    # The same actions the engine's cooldown counts: destructive ones that really started.
     recent = Job.objects.filter(
         started_at__gte=now - timedelta(seconds=longest),
         state__in=[Job.State.RUNNING, Job.State.OK, Job.State.FAIL, Job.State.UNKNOWN],
+        action__in=DESTRUCTIVE_ACTIONS,
         dry_run=False,
         policy__isnull=False,
     ).values_list("alert__alertname", "started_at", "policy__cooldown_seconds")

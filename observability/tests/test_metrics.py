@@ -212,8 +212,14 @@ def test_cooldown_remaining_counts_down_from_the_latest_real_action(client: Any)
         started_at=now,
     )
 
+    only_logged = _alert("OnlyLogged", "f4")
+    Job.objects.create(
+        policy=policy, policy_name=policy.name, alert=only_logged, action="log_only", state=Job.State.OK, started_at=now
+    )
+
     samples = scrape(client)
 
+    assert value(samples, "autoheal_cooldown_remaining_seconds", alertname="OnlyLogged") is None
     remaining = value(samples, "autoheal_cooldown_remaining_seconds", alertname="ContainerUnhealthy")
     assert remaining is not None and 0 < remaining <= 240
     assert value(samples, "autoheal_cooldown_remaining_seconds", alertname="DiskFull") is None
