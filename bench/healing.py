@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 import uuid
 from typing import Any
@@ -83,10 +84,31 @@ def _wait_health(container: Any, status: str, timeout: float) -> bool:
     return False
 
 
-def _events(client: Any, container_id: str, since: float) -> list[dict[str, Any]]:
-    """The daemon's recorded events for one container since ``since`` (the stream ends at now)."""
-    until = time.time() + 0.5
-    return list(client.events(since=since, until=until, decode=True, filters={"container": container_id}))
+class EventWatch:
+    """Follows the daemon's live event stream for one container name, from before it exists.
+
+    Live, not a query of past events afterwards: the daemon keeps only its last 256 events, and
+    every health check adds three (exec_create, exec_start, exec_die), so they roll over in
+    seconds when several containers run.
+    """
+
+    def __init__(self, client: Any, name: str) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._stream = client.events(
+            decode=True, since=time.time() - 1, filters={"container": name, "type": "container"}
+        )
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with contextlib.suppress(Exception):  # the stream ends with an error when closed
+            for event in self._stream:
+                if not str(event.get("status", "")).startswith("exec_"):
+                    self.events.append(event)
+
+    def close(self) -> None:
+        self._stream.close()
+        self._thread.join(timeout=5)
 
 
 def _heal_span(events: list[dict[str, Any]]) -> tuple[float, float] | None:
@@ -127,7 +149,17 @@ def healing(ctx: Context) -> None:
     _policies()
     client = docker.DockerClient(base_url=host, timeout=30)
     image = ctx.env.get("AUTOHEAL_TEST_IMAGE", "autoheal-test-busybox:latest")
-    env = dict(ctx.env, DOCKER_HOST=host, AUTOHEAL_SELF_CONTAINER="")
+    env = dict(
+        ctx.env,
+        DOCKER_HOST=host,
+        AUTOHEAL_SELF_CONTAINER="",
+        # Scaled so a bounded run isolates the per-target budget: ten heal trials would otherwise
+        # trip the global circuit breaker (10 actions per 10 min), and the 10 s doubling backoff
+        # alone would space a never-healthy container's restarts beyond the run.
+        AUTOHEAL_CIRCUIT_MAX_ACTIONS="1000",
+        AUTOHEAL_BACKOFF_BASE_SECONDS="1",
+        AUTOHEAL_BACKOFF_MAX_SECONDS="2",
+    )
     watcher = start_manage("watcher", ["autoheal_watch_docker"], env, ctx.logdir)
     worker = start_manage("worker-docker", ["autoheal_worker"], env, ctx.logdir)
     created: list[Any] = []
@@ -143,18 +175,21 @@ def healing(ctx: Context) -> None:
         failed = 0
         for _ in range(trials):
             name = f"bench-heal-{uuid.uuid4().hex[:8]}"
-            container = _container(client, image, name, healthy=True)
-            created.append(container)
-            if not _wait_health(container, "healthy", 10):
-                failed += 1
-                continue
-            since = time.time()
-            container.exec_run(["rm", "-f", "/tmp/healthy"])
-            deadline = time.monotonic() + 20
-            span = None
-            while time.monotonic() < deadline and span is None:
-                time.sleep(0.2)
-                span = _heal_span(_events(client, container.id, since))
+            watch = EventWatch(client, name)
+            try:
+                container = _container(client, image, name, healthy=True)
+                created.append(container)
+                if not _wait_health(container, "healthy", 10):
+                    failed += 1
+                    continue
+                container.exec_run(["rm", "-f", "/tmp/healthy"])
+                deadline = time.monotonic() + 20
+                span = None
+                while time.monotonic() < deadline and span is None:
+                    time.sleep(0.2)
+                    span = _heal_span(list(watch.events))
+            finally:
+                watch.close()
             if span is None:
                 failed += 1
                 continue
@@ -191,6 +226,7 @@ def healing(ctx: Context) -> None:
                 )
         else:
             ctx.add(Row("docker healing", "unhealthy -> restarted", None, "s", note=f"{failed} trials, none healed"))
+        _restart_alone(ctx, client, image, created, 3 if ctx.quick else 10)
         _budget(ctx, client, image, created)
     finally:
         for container in created:
@@ -201,14 +237,44 @@ def healing(ctx: Context) -> None:
         client.close()
 
 
+def _restart_alone(ctx: Context, client: Any, image: str, created: list[Any], count: int) -> None:
+    """The baseline: the same kind of container restarted straight through the API, no Autoheal."""
+    container = _container(client, image, f"bench-plain-{uuid.uuid4().hex[:8]}", healthy=True)
+    created.append(container)
+    _wait_health(container, "healthy", 10)
+    times = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        container.restart(timeout=10)
+        times.append(time.perf_counter() - t0)
+    ordered = sorted(times)
+    ctx.add(
+        Row(
+            "docker healing",
+            "baseline: the restart alone (docker restart through the API)",
+            ordered[len(ordered) // 2],
+            "s",
+            note=f"max {max(times):.2f} s, {count} restarts",
+        )
+    )
+
+
 def _budget(ctx: Context, client: Any, image: str, created: list[Any]) -> None:
     seconds = 20 if ctx.quick else 45
-    since = time.time()
-    container = _container(client, image, f"bench-never-{uuid.uuid4().hex[:8]}", healthy=False)
-    created.append(container)
-    time.sleep(seconds)
-    events = _events(client, container.id, since)
+    name = f"bench-never-{uuid.uuid4().hex[:8]}"
+    watch = EventWatch(client, name)
+    try:
+        container = _container(client, image, name, healthy=False)
+        created.append(container)
+        time.sleep(seconds)
+    finally:
+        watch.close()
+    events = list(watch.events)
     restarts = sum(1 for e in events if e.get("status") == "restart")
+    from audit.models import AuditEvent
+
+    skipped = AuditEvent.objects.filter(kind="action_skipped", target=name, data__reason="budget").count()
+    escalated = AuditEvent.objects.filter(kind="incident_escalated", target=name).count()
     unhealthy = sum(1 for e in events if e.get("status") == "health_status: unhealthy")
     ctx.add(
         Row(
@@ -220,6 +286,6 @@ def _budget(ctx: Context, client: Any, image: str, created: list[Any]) -> None:
             baseline_value=11 * seconds / 60,
             target=f"<= {BUDGET} (then none for the rest of the hour)",
             met=restarts <= BUDGET,
-            note=f"{unhealthy} unhealthy events; so at most {BUDGET}/h vs 660/h",
+            note=f"{unhealthy} unhealthy events; {skipped} jobs skipped for the budget, {escalated} escalations; so {BUDGET}/h vs 660/h",
         )
     )
