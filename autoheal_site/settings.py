@@ -91,6 +91,7 @@ MIDDLEWARE = [
     "accounts.ratelimit.RateLimitMiddleware",
     # After the limiter, so refused tokens are counted (guessing keys is rate-limited).
     "accounts.authentication.BearerTokenMiddleware",
+    "accounts.middleware.MalformedRequestMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
