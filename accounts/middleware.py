@@ -30,3 +30,24 @@ class MetricsTokenMiddleware:
                 response["WWW-Authenticate"] = 'Bearer realm="autoheal-metrics"'
                 return response
         return self.get_response(request)
+
+
+class MalformedRequestMiddleware:
+    """Answer 400 to a request whose ``Content-Length`` is not a non-negative integer.
+
+    Django itself treats such a header as 0, but middleware further in (the request metrics)
+    would fail with a 500 on it: garbage in a header must never become a server error. A header
+    spelt ``Content_Length`` arrives as ``HTTP_CONTENT_LENGTH`` and is read the same way.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        for name in ("CONTENT_LENGTH", "HTTP_CONTENT_LENGTH"):
+            value = request.META.get(name)
+            if value not in (None, "") and not (
+                isinstance(value, str) and value.strip().isascii() and value.strip().isdigit()
+            ):
+                return JsonResponse({"error": "the Content-Length header must be a non-negative integer"}, status=400)
+        return self.get_response(request)

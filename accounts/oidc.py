@@ -132,6 +132,11 @@ class AutohealOIDCBackend(OIDCAuthenticationBackend):
     def OIDC_RP_SIGN_ALGO(self) -> str:
         return str(getattr(settings, "OIDC_RP_SIGN_ALGO", "RS256"))
 
+    def get_user(self, user_id: Any) -> Any:
+        # The library's version returns deactivated users too; a deactivated account's sessions end.
+        user = super().get_user(user_id)
+        return user if user is not None and user.is_active else None
+
     def authenticate(self, request: Any, **kwargs: Any) -> Any:
         if not oidc_enabled():
             return None

@@ -15,7 +15,9 @@ class AutohealLoginView(LoginView):
     """Django's LoginView; the local password form is refused when local login is switched off."""
 
     template_name = "registration/login.html"
-    redirect_authenticated_user = True
+    # A signed-in user sent here lacks the role for the page they wanted; redirecting them back
+    # would loop, so the page says so and offers another sign-in instead.
+    redirect_authenticated_user = False
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not settings.AUTOHEAL_LOCAL_LOGIN:

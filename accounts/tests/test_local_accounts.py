@@ -78,12 +78,17 @@ def test_admin_role_opens_the_django_admin_for_autoheal_models(client: Any, make
     assert client.get("/admin/").status_code == 302
 
 
-def test_the_admin_login_goes_through_the_one_login_page(client: Any) -> None:
+def test_the_admin_login_goes_through_the_one_login_page(client: Any, make_user: Any) -> None:
     response = client.get("/admin/")
     assert response.status_code == 302
     response = client.get(response["Location"])
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/?next=")
+    # Signed in without the admin role: the login page explains, it does not bounce back (no loop).
+    client.force_login(make_user("opsonly", ["ops"]))
+    page = client.get(response["Location"])
+    assert page.status_code == 200
+    assert b"does not have access" in page.content
 
 
 def test_local_login_form_is_off_when_single_sign_on_is_the_way_in(client: Any, settings: Any, make_user: Any) -> None:

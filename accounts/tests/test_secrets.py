@@ -104,3 +104,16 @@ def test_no_api_key_or_jwt_survives_redaction(prefix: str, suffix: str, secret: 
     assert key not in text
     assert token not in text
     assert secret not in text
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("header", ["CONTENT_LENGTH", "HTTP_CONTENT_LENGTH"])
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "١٢"])
+def test_a_garbage_content_length_is_a_400_not_a_server_error(
+    client: Any, make_api_key: Any, header: str, value: str
+) -> None:
+    key = make_api_key("garbage", "ops")
+    response = client.get("/audit", HTTP_AUTHORIZATION=f"Bearer {key}", **{header: value})
+    assert response.status_code == 400
+    assert "Content-Length" in response.json()["error"]
+    assert response["X-Frame-Options"] == "DENY"
