@@ -289,6 +289,9 @@ AUTOHEAL_RATE_LIMIT = parse_rate(env_str("AUTOHEAL_RATE_LIMIT", "100/60s"))
 AUTOHEAL_WEBHOOK_RATE_LIMIT = parse_rate(env_str("AUTOHEAL_WEBHOOK_RATE_LIMIT", "6000/60s"))
 AUTOHEAL_TRUSTED_PROXIES = env_list("AUTOHEAL_TRUSTED_PROXIES")
 AUTOHEAL_GRAFANA_URL = env_str("AUTOHEAL_GRAFANA_URL")
+# Embed the Grafana dashboard in /ops/ (its origin is then allowed in frame-src on that page only);
+# needs Grafana's allow_embedding, so it is off unless asked for.
+AUTOHEAL_GRAFANA_EMBED = env_bool("AUTOHEAL_GRAFANA_EMBED", False)
 AUTOHEAL_PROMETHEUS_URL = env_str("AUTOHEAL_PROMETHEUS_URL")
 AUTOHEAL_ALERTMANAGER_URL = env_str("AUTOHEAL_ALERTMANAGER_URL")
 # The address operators use to reach Autoheal (printed by manage.py autoheal_links).
