@@ -3,9 +3,13 @@
 from django.urls import path
 
 from audit.streams import events_view
-from dashboard import views
+from dashboard import ops, views
 
 urlpatterns = [
     path("events", events_view, name="events"),
     path("console", views.console, name="console"),
+    path("ops/", ops.ops, name="ops"),
+    path("ops/switch", ops.switch_change, name="ops-switch"),
+    path("ops/ack", ops.ack, name="ops-ack"),
+    path("ops/actions/<int:job_id>/false-positive", ops.false_positive, name="ops-false-positive"),
 ]
