@@ -33,21 +33,24 @@ class MetricsTokenMiddleware:
 
 
 class MalformedRequestMiddleware:
-    """Answer 400 to a request whose ``Content-Length`` is not a non-negative integer.
+    """Header hygiene in front of everything that reads ``Content-Length``.
 
-    Django itself treats such a header as 0, but middleware further in (the request metrics)
-    would fail with a 500 on it: garbage in a header must never become a server error. A header
-    spelt ``Content_Length`` arrives as ``HTTP_CONTENT_LENGTH`` and is read the same way.
+    - A header spelt ``Content_Length`` (or ``Content_Type``) arrives as ``HTTP_CONTENT_LENGTH``
+      and Django would show it as ``Content-Length``; a real one is always ``CONTENT_LENGTH``. The
+      underscore spelling is only ever a spoof, so it is dropped, as nginx and gunicorn do.
+    - A real ``Content-Length`` that is not a non-negative integer gets a 400: Django reads it as
+      0, but the request metrics would fail on it with a 500.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        for name in ("CONTENT_LENGTH", "HTTP_CONTENT_LENGTH"):
-            value = request.META.get(name)
-            if value not in (None, "") and not (
-                isinstance(value, str) and value.strip().isascii() and value.strip().isdigit()
-            ):
-                return JsonResponse({"error": "the Content-Length header must be a non-negative integer"}, status=400)
+        for spoof in ("HTTP_CONTENT_LENGTH", "HTTP_CONTENT_TYPE"):
+            if spoof in request.META:
+                del request.META[spoof]
+                request.__dict__.pop("headers", None)  # HttpRequest.headers is cached from META
+        value = str(request.META.get("CONTENT_LENGTH") or "0").strip()
+        if not (value.isascii() and value.isdigit()):
+            return JsonResponse({"error": "the Content-Length header must be a non-negative integer"}, status=400)
         return self.get_response(request)

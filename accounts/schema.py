@@ -33,6 +33,7 @@ class JWTScheme(OpenApiAuthenticationExtension):
 
 
 _REFUSALS = {
+    "400": "The request is malformed: the `error` says what to change.",
     "401": "No valid credentials: log in, or send `Authorization: Bearer` with an API key or an access token.",
     "403": "Authenticated, but without the role this operation needs (ops, or admin for changes).",
     "429": "Over the rate limit (AUTOHEAL_RATE_LIMIT); `Retry-After` says when to try again.",
@@ -45,7 +46,9 @@ _ERROR_BODY = {
 
 
 def document_refusals(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    """drf-spectacular postprocessing hook: every secured operation documents 401, 403 and 429.
+    """drf-spectacular postprocessing hook: every secured operation documents 400, 401, 403 and 429.
+
+    An operation that documents its own 400 (naming the field) keeps it.
 
     These answers come from authentication, permissions and the rate limiter, which views do not
     declare themselves; without them a client (or schemathesis) would meet undocumented codes.

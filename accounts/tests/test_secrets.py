@@ -107,13 +107,17 @@ def test_no_api_key_or_jwt_survives_redaction(prefix: str, suffix: str, secret: 
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("header", ["CONTENT_LENGTH", "HTTP_CONTENT_LENGTH"])
 @pytest.mark.parametrize("value", ["abc", "-1", "1.5", "١٢"])
-def test_a_garbage_content_length_is_a_400_not_a_server_error(
-    client: Any, make_api_key: Any, header: str, value: str
-) -> None:
+def test_a_garbage_content_length_is_a_400_not_a_server_error(client: Any, make_api_key: Any, value: str) -> None:
     key = make_api_key("garbage", "ops")
-    response = client.get("/audit", HTTP_AUTHORIZATION=f"Bearer {key}", **{header: value})
+    response = client.get("/audit", HTTP_AUTHORIZATION=f"Bearer {key}", CONTENT_LENGTH=value)
     assert response.status_code == 400
     assert "Content-Length" in response.json()["error"]
     assert response["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.django_db
+def test_an_underscore_spelt_content_length_is_ignored(client: Any, make_api_key: Any) -> None:
+    key = make_api_key("spoof", "ops")
+    response = client.get("/audit", HTTP_AUTHORIZATION=f"Bearer {key}", HTTP_CONTENT_LENGTH="garbage")
+    assert response.status_code == 200
