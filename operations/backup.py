@@ -38,6 +38,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, connection, transaction
 from django.db.migrations.recorder import MigrationRecorder
 
+from audit.models import AuditEvent
+
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 # Rebuilt by ``migrate`` on any database, and referenced by natural keys in the portable dump.
@@ -221,6 +223,7 @@ def _dump_database(*, directory: Path, db_format: str, report: BackupReport) -> 
     with _snapshot_transaction() as snapshot:
         counts = _row_counts()
         migrations = _applied_migrations()
+        last_audit_id = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
         if use_pg_dump:
             target = directory / "db.dump"
             _run_pg_tool(
@@ -253,7 +256,14 @@ def _dump_database(*, directory: Path, db_format: str, report: BackupReport) -> 
             fmt = "jsonl"
             why = "pg_dump is not on PATH" if vendor == "postgresql" and db_format == "auto" else "requested"
             report.notes.append(f"database: portable JSON dump ({why})")
-    return {"vendor": vendor, "format": fmt, "file": target.name, "counts": counts, "migrations": migrations}
+    return {
+        "vendor": vendor,
+        "format": fmt,
+        "file": target.name,
+        "counts": counts,
+        "migrations": migrations,
+        "last_audit_id": last_audit_id,
+    }
 
 
 def _mirror_files(mirror_path: str) -> list[Path]:
@@ -271,16 +281,44 @@ def _mirror_files(mirror_path: str) -> list[Path]:
     return ([main] if main.is_file() else []) + sorted(siblings)
 
 
-def _copy_mirror(*, directory: Path, mirror_path: str, report: BackupReport) -> dict[str, Any]:
+def _copy_mirror(*, directory: Path, mirror_path: str, last_audit_id: int, report: BackupReport) -> dict[str, Any]:
     files = _mirror_files(mirror_path)
     if not files:
         report.notes.append("JSONL mirror: nothing to copy" + ("" if mirror_path else " (AUTOHEAL_AUDIT_JSONL unset)"))
         return {"files": [], "main": ""}
     (directory / "audit").mkdir()
+    main = Path(mirror_path)
+    later = 0
     for source in files:
-        shutil.copy2(source, directory / "audit" / source.name)
+        if source == main:
+            later = _copy_mirror_until(source, directory / "audit" / source.name, last_audit_id)
+        else:
+            shutil.copy2(source, directory / "audit" / source.name)
     report.notes.append(f"JSONL mirror: {len(files)} file(s) copied")
-    return {"files": [p.name for p in files], "main": Path(mirror_path).name}
+    if later:
+        report.notes.append(f"JSONL mirror: {later} line(s) written after the database snapshot left out")
+    return {"files": [p.name for p in files], "main": main.name}
+
+
+def _copy_mirror_until(source: Path, target: Path, last_audit_id: int) -> int:
+    """Copy the live mirror up to the snapshot's newest event, so backup and mirror agree.
+
+    Events committed while the backup ran are in the live file but not in the dump; after a restore
+    their ids would be handed out again. A line that is not an event as the mirror writes it is kept.
+    """
+    skipped = 0
+    with open(source, "rb") as reader, open(target, "wb") as writer:
+        for line in reader:
+            try:
+                event_id = json.loads(line)["id"]
+            except (ValueError, KeyError, TypeError):
+                event_id = None
+            if isinstance(event_id, int) and event_id > last_audit_id:
+                skipped += 1
+                continue
+            writer.write(line)
+    shutil.copystat(source, target)
+    return skipped
 
 
 def _prometheus_snapshot(
@@ -337,7 +375,12 @@ def backup_create(
     output.mkdir(parents=True, exist_ok=True)
     report = BackupReport(directory=output, manifest={})
     database = _dump_database(directory=output, db_format=db_format, report=report)
-    mirror = _copy_mirror(directory=output, mirror_path=settings.AUTOHEAL_AUDIT_JSONL, report=report)
+    mirror = _copy_mirror(
+        directory=output,
+        mirror_path=settings.AUTOHEAL_AUDIT_JSONL,
+        last_audit_id=int(database["last_audit_id"]),
+        report=report,
+    )
     prometheus = _prometheus_snapshot(
         directory=output, url=prometheus_url, data_dir=prometheus_data, timeout=timeout, report=report
     )

@@ -216,3 +216,17 @@ def test_backup_says_so_when_the_prometheus_admin_api_is_off(prometheus, mirror,
     assert "Prometheus snapshot not taken" in err.getvalue() and "--web.enable-admin-api" in err.getvalue()
     manifest = json.loads((tmp_path / "b" / MANIFEST).read_text())
     assert manifest["warnings"] and manifest["database"]["counts"]["audit.auditevent"] == 16
+
+
+def test_the_backed_up_mirror_stops_at_the_database_snapshot(mirror, tmp_path):
+    populate()
+    # A line for an event committed after the snapshot was taken, as a busy system appends them.
+    with open(mirror, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"id": 10**9, "kind": "ack", "message": "after the snapshot"}) + "\n")
+    out = StringIO()
+    call_command("autoheal_backup", "--output", str(tmp_path / "b"), "--prometheus", "", stdout=out)
+    copied = (tmp_path / "b" / "audit" / "audit.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["id"] for line in copied] == list(
+        AuditEvent.objects.order_by("id").values_list("id", flat=True)
+    )
+    assert "1 line(s) written after the database snapshot left out" in out.getvalue()
