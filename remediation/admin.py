@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 
+from remediation.matchers import MatcherError
 from remediation.models import Alert, Job, Policy
+from remediation.payload import PayloadError
+from remediation.policy_review import policy_history, policy_try
 from remediation.policy_schema import FIELDS, PolicyError, policy_validate
 from remediation.services import policy_delete, policy_save
+from remediation.targets import TemplateError
 
 
 class PolicyForm(forms.ModelForm):
@@ -53,6 +62,27 @@ class PolicyForm(forms.ModelForm):
         return cleaned
 
 
+class PolicyTryForm(forms.Form):
+    """A pasted Alertmanager webhook body for "try this policy"."""
+
+    payload = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 16, "cols": 100, "spellcheck": "false"}),
+        help_text="An Alertmanager webhook v4 JSON body, as Alertmanager would POST it to /alert.",
+    )
+
+    def clean_payload(self) -> Any:
+        text = self.cleaned_data["payload"]
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(
+                f"This is not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
+            ) from None
+        if not isinstance(payload, dict):
+            raise forms.ValidationError("Paste the whole webhook body: a JSON object with an alerts list.")
+        return payload
+
+
 @admin.register(Policy)
 class PolicyAdmin(admin.ModelAdmin):
     """Saving and deleting go through the services, which audit ``policy_changed`` with a diff."""
@@ -62,6 +92,49 @@ class PolicyAdmin(admin.ModelAdmin):
     list_filter = ["enabled", "action", "dry_run"]
     search_fields = ["name", "description"]
     ordering = ["priority", "name"]
+    change_form_template = "admin/remediation/policy/change_form.html"
+
+    def get_urls(self) -> list[URLPattern]:
+        try_url = path(
+            "<path:object_id>/try/", self.admin_site.admin_view(self.try_view), name="remediation_policy_try"
+        )
+        return [try_url, *super().get_urls()]
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        policy = self.get_object(request, unquote(object_id))
+        history = policy_history(policy=policy) if policy is not None else []
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "policy_history": history})
+
+    def try_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Run a pasted payload through the simulator (touching nothing) and show each decision."""
+        policy = self.get_object(request, unquote(object_id))
+        if policy is None:
+            raise Http404(f"There is no policy with id {object_id}.")
+        if not self.has_view_or_change_permission(request, policy):
+            raise PermissionDenied
+        form = PolicyTryForm(request.POST if request.method == "POST" else None)
+        trial, error = None, ""
+        if form.is_bound and form.is_valid():
+            try:
+                trial = policy_try(policy=policy, payload=form.cleaned_data["payload"])
+            except PayloadError as exc:
+                error = f"This is not an Alertmanager webhook v4 payload: {exc}"
+            except (MatcherError, TemplateError) as exc:
+                error = f"The saved policy no longer parses; fix it first: {exc}"
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Try policy {policy.name}",
+            "opts": self.opts,
+            "original": policy,
+            "form": form,
+            "trial": trial,
+            "error": error,
+        }
+        return TemplateResponse(
+            request, "admin/remediation/policy/try.html", context, status=400 if form.is_bound and not trial else 200
+        )
 
     def save_model(self, request: HttpRequest, obj: Policy, form: Any, change: bool) -> None:
         assert form.validated is not None
