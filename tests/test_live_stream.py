@@ -25,6 +25,9 @@ def web(django_db_setup: Any, django_db_blocker: Any) -> Iterator[LiveWeb]:
             AUTOHEAL_STREAM_KEEPALIVE_SECONDS="1",
             AUTOHEAL_RATE_LIMIT="100000/60s",
             AUTOHEAL_LOG_LEVEL="INFO",
+            # No poll during these tests: every event must come through the Redis doorbell or a
+            # read the doorbells triggered, not through the safety net.
+            AUTOHEAL_STREAM_POLL_SECONDS="3600",
         ) as server,
     ):
         yield server
@@ -220,3 +223,34 @@ def test_without_redis_events_from_another_process_still_arrive_in_order(cookie:
         ids = plain.write([event(message=f"no redis {i}") for i in range(5)])
 
         assert [int(f.id) for f in stream.audit_events(5)] == ids
+
+
+def test_without_redis_events_written_by_the_web_process_itself_arrive_at_once(
+    cookie: str, sse: Any, fixture_body: Any
+) -> None:
+    import httpx
+
+    from audit.models import AuditEvent
+
+    # No Redis and no poll: only the in-process hand-over can deliver these.
+    with live_web(
+        REDIS_URL="",
+        AUTOHEAL_STREAM_POLL_SECONDS="3600",
+        AUTOHEAL_WEBHOOK_TOKENS="stream-test-token",
+        AUTOHEAL_RATE_LIMIT="100000/60s",
+        AUTOHEAL_WEBHOOK_RATE_LIMIT="100000/60s",
+    ) as plain:
+        stream = sse(plain.url("/events"), cookie=cookie)
+        stream.wait_for("stream-open")
+
+        answer = httpx.post(
+            plain.url("/alert"),
+            content=fixture_body("single-firing.json"),
+            headers={"Authorization": "Bearer stream-test-token", "Content-Type": "application/json"},
+            timeout=10,
+        )
+        assert answer.status_code == 202
+
+        written = list(AuditEvent.objects.order_by("id").values_list("id", flat=True))
+        assert written
+        assert [int(f.id) for f in stream.audit_events(len(written))] == written
