@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 
+from audit.filters import ParameterError, filterset_for
 from audit.models import AuditAnchor, AuditEvent, AuditExport
 from audit.selectors import within_budget
 
@@ -61,6 +63,35 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+# The /audit API's filters, accepted by the admin's list under the same names and meanings.
+API_FILTERS = ("kind", "alertname", "since", "until", "contains")
+
+
+class ApiFilterChangeList(ChangeList):
+    """The admin's list, also filtered by the /audit API's parameters (validated the same way)."""
+
+    def get_filters_params(self, params: Any = None) -> Any:
+        lookup_params = super().get_filters_params(params)
+        for name in API_FILTERS:
+            lookup_params.pop(name, None)
+        return lookup_params
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[AuditEvent]:
+        queryset = super().get_queryset(request, exclude_parameters)
+        query = {name: self.params[name] for name in API_FILTERS if self.params.get(name)}
+        if not query:
+            return queryset
+        try:
+            filterset = filterset_for(query)
+        except ParameterError as exc:
+            messages.error(request, f"Filter not applied: {exc.message}")
+            return queryset
+        if query.get("contains"):
+            newest = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+            queryset = queryset.filter(id__gt=newest - ADMIN_SEARCH_WINDOW)
+        return filterset.filter_queryset(queryset)
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ("id", "ts", "kind", "alertname", "target", "policy", "actor", "short_message")
@@ -90,6 +121,14 @@ class AuditEventAdmin(ReadOnlyAdmin):
         "hash",
     )
     fields = readonly_fields
+    change_list_template = "admin/audit/auditevent/change_list.html"
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return ApiFilterChangeList
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        values = {name: request.GET.get(name, "") for name in API_FILTERS}
+        return super().changelist_view(request, {**(extra_context or {}), "api_filters": values})
 
     @admin.display(description="message")
     def short_message(self, obj: AuditEvent) -> str:
