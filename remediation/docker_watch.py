@@ -119,8 +119,13 @@ def health_changed(*, container: str, health: str, labels: dict[str, str], insta
 class DockerWatcher:
     """Follows the Docker events stream; reconnects (resuming from the last event) when it drops."""
 
-    def __init__(self, *, client_factory: Callable[[], Any], reconnect_max: float = 30.0) -> None:
+    def __init__(
+        self, *, client_factory: Callable[[], Any], labels: list[str] | None = None, reconnect_max: float = 30.0
+    ) -> None:
         self.client_factory = client_factory
+        # Docker label filters (KEY or KEY=VALUE) on top of the opt-in label, to scope one watcher
+        # to, say, one compose project.
+        self.label_filters = [f"{OPT_IN_LABEL}=true", *(labels or [])]
         self.reconnect_max = reconnect_max
         self.stop_event = threading.Event()
         self._stream: Any = None
@@ -140,7 +145,7 @@ class DockerWatcher:
         """Catch up with containers already unhealthy or healthy again (at start, after a reconnect)."""
         done = 0
         now = datetime.now(tz=UTC)
-        for container in client.containers.list(filters={"label": f"{OPT_IN_LABEL}=true"}):
+        for container in client.containers.list(filters={"label": self.label_filters}):
             health = ((container.attrs.get("State") or {}).get("Health") or {}).get("Status", "")
             if health in ("unhealthy", "healthy"):
                 outcome = health_changed(
@@ -152,7 +157,11 @@ class DockerWatcher:
 
     def events(self, client: Any) -> Iterator[dict[str, Any]]:
         since = int(self.last_seen) if self.last_seen else None
-        self._stream = client.events(decode=True, since=since, filters={"type": "container", "event": "health_status"})
+        self._stream = client.events(
+            decode=True,
+            since=since,
+            filters={"type": "container", "event": "health_status", "label": self.label_filters},
+        )
         if self.stop_event.is_set():
             self._stream.close()
         yield from self._stream
@@ -185,8 +194,10 @@ class DockerWatcher:
                     if self.stop_event.is_set():
                         break
                     self.handle(event)
-                # The engine ended the stream (restart, proxy timeout): reconnect, without spinning.
-                self.stop_event.wait(0.5)
+                if not self.stop_event.is_set():
+                    # The engine ended the stream (restart, proxy timeout): reconnect, without spinning.
+                    logger.warning("Docker events stream ended; reconnecting")
+                    self.stop_event.wait(0.5)
             except Exception as exc:
                 if self.stop_event.is_set():
                     break

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -286,7 +287,7 @@ def _settle(*, job: Job, decision: Decision, limits: Limits) -> RunOutcome:
             audit_record(
                 kind="action_dry_run",
                 message=f"would {job.action} {job.target}: {decision.message}",
-                data={"job": job.pk, "action": job.action, "attempt": job.attempt, "params": job.params},
+                data={"job": job.pk, "action": job.action, "attempt": job.attempt, **_would_run(job)},
                 **base,
             )
         else:
@@ -297,6 +298,22 @@ def _settle(*, job: Job, decision: Decision, limits: Limits) -> RunOutcome:
                 **base,
             )
     return RunOutcome(state=Job.State.SKIPPED, reason=reason)
+
+
+def _would_run(job: Job) -> dict[str, Any]:
+    """What a dry run would have run, without parameter values that may hold secrets (headers)."""
+    params = job.params or {}
+    if job.action == Action.COMMAND:
+        from remediation.executors.command import render_argv
+
+        try:
+            return {"argv": render_argv(params.get("argv"), job_spec(job).labels)}
+        except NotAllowed:
+            return {}
+    if job.action == Action.WEBHOOK and isinstance(params.get("url"), str):
+        parts = urlsplit(params["url"])
+        return {"url": urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))}
+    return {}
 
 
 def _finish(

@@ -11,6 +11,7 @@ import json
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -242,8 +243,12 @@ def test_a_container_that_stays_unhealthy_is_restarted_at_most_the_budget_then_e
     settings, make_container, docker_client, docker_settings
 ):
     settings.AUTOHEAL_BACKOFF_BASE_SECONDS = 1
-    container = make_container(labels={"autoheal.enable": "true"}, healthy=False)
-    policy = restart_policy(max_actions_per_hour=2, verify_within_seconds=2, params={"timeout_seconds": 2})
+    # Opted in by the policy's allow-list rather than the label, so that no Docker watcher that
+    # another process runs against the same engine reacts to this always-unhealthy container.
+    container = make_container(name=f"ah-flaky-{uuid.uuid4().hex[:8]}", healthy=False)
+    policy = restart_policy(
+        max_actions_per_hour=2, verify_within_seconds=2, params={"timeout_seconds": 2, "allow": [container.name]}
+    )
     alert = make_alert(labels={"alertname": "AutohealTestFlag", "container": container.name})
     make_job(policy=policy, alert=alert, target=container.name)
     t0 = time.time() - 1

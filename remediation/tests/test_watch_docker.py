@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -78,11 +81,12 @@ def test_the_watcher_heals_an_unhealthy_container_with_no_alertmanager(make_cont
         params={"timeout_seconds": 20},
         verify_within_seconds=60,
     )
-    healing = make_container(labels={"autoheal.enable": "true"})
-    bystander = make_container(labels={"team": "web"})
+    scope = f"watch-{uuid.uuid4().hex[:8]}"  # this test's containers only, on a shared engine
+    healing = make_container(labels={"autoheal.enable": "true", "test.scope": scope})
+    bystander = make_container(labels={"team": "web", "test.scope": scope})
     wait_until(lambda: healing.reload() or healing.attrs["State"]["Health"]["Status"] == "healthy", timeout=20)
     before, bystander_before = started_at(healing), started_at(bystander)
-    watcher = spawn_manage(["autoheal_watch_docker"], log=tmp_path / "watcher.log")
+    watcher = spawn_manage(["autoheal_watch_docker", "--label", f"test.scope={scope}"], log=tmp_path / "watcher.log")
     worker = spawn_manage(["autoheal_worker", "--name", "watch-test"], log=tmp_path / "worker.log")
     try:
         time.sleep(1.5)  # the watcher is following the stream
@@ -99,3 +103,94 @@ def test_the_watcher_heals_an_unhealthy_container_with_no_alertmanager(make_cont
     verified = events("action_verified")[0]
     assert verified.target == healing.name and verified.data["time_to_remediate_seconds"] > 0
     assert len(events("action_started")) == 1
+
+
+class SocketProxy:
+    """A unix-socket forwarder to dockerd that the test can cut, as a network blip would."""
+
+    def __init__(self, path: Path, upstream: str) -> None:
+        import socket
+        import threading
+
+        self.path, self.upstream = str(path), upstream
+        self.accepted = 0
+        self.connections: list[socket.socket] = []
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(self.path)
+        self.server.listen(16)
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self.upstream)
+            self.accepted += 1
+            self.connections += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.close()
+
+    def cut(self) -> None:
+        import socket
+
+        for conn in self.connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self.connections = []
+
+    def close(self) -> None:
+        self.cut()
+        self.server.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.docker
+@pytest.mark.django_db(transaction=True)
+def test_the_watcher_reconnects_when_the_events_stream_drops(make_container, docker_host, tmp_path: Path):
+    make_policy(matchers=['alertname="ContainerUnhealthy"'], action="log_only")
+    scope = f"watch-{uuid.uuid4().hex[:8]}"
+    container = make_container(labels={"autoheal.enable": "true", "test.scope": scope})
+    wait_until(lambda: container.reload() or container.attrs["State"]["Health"]["Status"] == "healthy", timeout=20)
+    proxy = SocketProxy(
+        Path("/tmp") / f"ah-proxy-{os.getpid()}-{time.monotonic_ns()}.sock", docker_host.removeprefix("unix://")
+    )
+    watcher = spawn_manage(
+        ["autoheal_watch_docker", "--label", f"test.scope={scope}"],
+        env={"DOCKER_HOST": f"unix://{proxy.path}"},
+        log=tmp_path / "watcher.log",
+    )
+    try:
+        wait_until(lambda: proxy.accepted >= 3, timeout=20)  # info, scan, events stream
+        time.sleep(0.5)
+        before = proxy.accepted
+        proxy.cut()
+        wait_until(lambda: proxy.accepted > before + 2, timeout=20)  # connected again
+        time.sleep(0.5)
+        container.exec_run(["rm", "-f", "/tmp/healthy"])
+        wait_until(lambda: Alert.objects.filter(source="docker").exists(), timeout=30)
+    finally:
+        stop_process(watcher)
+        proxy.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(proxy.path)
+    assert Alert.objects.get().labels["container"] == container.name
+    assert "reconnecting" in (tmp_path / "watcher.log").read_text()

@@ -362,3 +362,25 @@ def test_an_action_that_outlives_its_lease_stays_unknown_but_its_real_outcome_is
     assert job.state == Job.State.OK
     drain()
     assert len(events("action_started")) == 1
+
+
+def test_a_dry_run_shows_the_exact_argv_it_would_run_and_no_secret_parameters(tmp_path: Path):
+    safety.switch_set(dry_run=True, actor="alice")
+    command = make_policy(action="command", params={"argv": ["touch", str(tmp_path / "{{ labels.container }}")]})
+    hook = make_policy(
+        action="webhook",
+        params={
+            "url": "http://127.0.0.1:9/hook?token=abc",
+            "allow": ["http://127.0.0.1:9/"],
+            "headers": {"X-Key": "literal-secret"},
+        },
+    )
+    alert = make_alert(labels={"alertname": "X", "container": "web-1"})
+    make_job(policy=command, alert=alert, target="web-1")
+    make_job(policy=hook, alert=alert, target="web-1")
+    drain()
+    dry = events("action_dry_run")
+    assert dry[0].data["argv"] == ["touch", str(tmp_path / "web-1")]
+    assert dry[1].data["url"] == "http://127.0.0.1:9/hook"
+    assert "literal-secret" not in str(dry[1].data) and "token=abc" not in str(dry[1].data)
+    assert not list(tmp_path.iterdir())

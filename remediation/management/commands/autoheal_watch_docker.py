@@ -17,8 +17,17 @@ class Command(BaseCommand):
         "labelled autoheal.enable=true into the remediation pipeline; runs until SIGTERM or SIGINT."
     )
 
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "--label",
+            action="append",
+            default=[],
+            metavar="KEY[=VALUE]",
+            help="only containers that also carry this Docker label (repeatable), e.g. com.docker.compose.project=shop",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
-        watcher = DockerWatcher(client_factory=lambda: client(timeout=60))
+        watcher = DockerWatcher(client_factory=lambda: client(timeout=60), labels=options["label"])
 
         def _stop(signum: int, frame: Any) -> None:
             watcher.stop()
