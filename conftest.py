@@ -55,6 +55,17 @@ def _require_marked_services(request: pytest.FixtureRequest) -> None:
         service_missing(f"browser: {why}")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_local_cache() -> None:
+    """Each test starts with an empty in-process cache, so the per-client rate-limit counters of
+    earlier tests (every test client is 127.0.0.1) never turn a later test's answer into a 429."""
+    from django.core.cache import caches
+    from django.core.cache.backends.locmem import LocMemCache
+
+    if isinstance(caches["default"], LocMemCache):
+        caches["default"].clear()
+
+
 @pytest.fixture
 def fixture_body() -> Callable[[str], bytes]:
     """The exact bytes of a captured Alertmanager delivery from shared/fixtures/alertmanager."""
