@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,7 @@ def test_the_101st_request_is_refused_across_two_web_processes(tmp_path: Path) -
     import redis as redis_lib
 
     redis_url = os.environ["AUTOHEAL_TEST_REDIS_URL"]
-    redis_lib.Redis.from_url(redis_url).flushdb()
+    raw = redis_lib.Redis.from_url(redis_url)
     from django.db import connection
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOHEAL_")}
@@ -179,6 +180,9 @@ def test_the_101st_request_is_refused_across_two_web_processes(tmp_path: Path) -
         remaining = 60 - time.time() % 60
         if remaining < 8:
             time.sleep(remaining + 0.5)
+        # Start from zero: only the rate-limit counters, the database may be shared with other tests.
+        for key in raw.scan_iter("*autoheal:rl:*"):
+            raw.delete(key)
         with requests.Session() as session:
             codes = [session.get(f"http://127.0.0.1:{ports[i % 2]}/audit", timeout=10).status_code for i in range(100)]
             assert codes.count(401) == 100, codes
@@ -207,10 +211,10 @@ def test_redis_counters_are_shared_and_expire_with_their_window(settings: Any) -
     url = os.environ["AUTOHEAL_TEST_REDIS_URL"]
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
     raw = redis_lib.Redis.from_url(url)
-    raw.flushdb()
-    assert [_hit("probe", 60) for _ in range(3)] == [1, 2, 3]
-    (key,) = raw.keys("*probe*")
+    probe = f"probe-{uuid.uuid4().hex}"
+    assert [_hit(probe, 60) for _ in range(3)] == [1, 2, 3]
+    (key,) = raw.keys(f"*{probe}*")
     assert 0 < raw.ttl(key) <= 61
     # The count lives in Redis itself, where every web process reads and bumps it.
     assert int(raw.get(key) or 0) == 3
-    raw.flushdb()
+    raw.delete(key)
