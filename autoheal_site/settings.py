@@ -312,7 +312,13 @@ AUTOHEAL_MAX_RETRIES = env_int("AUTOHEAL_MAX_RETRIES", 3)
 AUTOHEAL_WORKER_POLL_SECONDS = env_int("AUTOHEAL_WORKER_POLL_SECONDS", 2)
 AUTOHEAL_WAKEUP = env_str("AUTOHEAL_WAKEUP", "auto").strip().lower()  # auto | postgres | redis | local
 AUTOHEAL_WEBHOOK_ACTION_ALLOW = env_list("AUTOHEAL_WEBHOOK_ACTION_ALLOW")
-for _name in ("AUTOHEAL_CIRCUIT_MAX_ACTIONS", "AUTOHEAL_CIRCUIT_WINDOW_SECONDS", "AUTOHEAL_LEASE_SECONDS"):
+for _name in (
+    "AUTOHEAL_CIRCUIT_MAX_ACTIONS",
+    "AUTOHEAL_CIRCUIT_MAX_FAILURES",
+    "AUTOHEAL_CIRCUIT_WINDOW_SECONDS",
+    "AUTOHEAL_LEASE_SECONDS",
+    "AUTOHEAL_WORKER_POLL_SECONDS",
+):
     if globals()[_name] <= 0:
         raise ImproperlyConfigured(f"{_name} must be a positive integer")
 if AUTOHEAL_WAKEUP not in ("auto", "postgres", "redis", "local"):
