@@ -384,3 +384,19 @@ def test_a_dry_run_shows_the_exact_argv_it_would_run_and_no_secret_parameters(tm
     assert dry[1].data["url"] == "http://127.0.0.1:9/hook"
     assert "literal-secret" not in str(dry[1].data) and "token=abc" not in str(dry[1].data)
     assert not list(tmp_path.iterdir())
+
+
+def test_deciding_a_job_costs_the_same_queries_whatever_the_history(django_assert_num_queries):
+    policy = make_policy(action="command", params={"argv": ["true"]}, max_actions_per_hour=100)
+    now = timezone.now()
+    for minutes in range(1, 8):
+        done = make_job(policy=policy, alert=make_alert(), target="web")
+        Job.objects.filter(pk=done.pk).update(state="ok", started_at=now - timedelta(minutes=minutes))
+    job = make_job(policy=policy, alert=make_alert(), target="web")
+    job = Job.objects.select_related("alert", "policy").get(pk=job.pk)
+    limits = safety.limits_from_settings()
+    # Two counts for the breaker and one bounded read of the target's history.
+    with django_assert_num_queries(3):
+        decision = execution.job_decision(job=job, alert=job.alert, row=None, now=now, limits=limits)
+    # Seven actions a minute apart: the backoff has reached its 5-minute cap.
+    assert (decision.verdict, decision.until) == ("delay", now - timedelta(minutes=1) + timedelta(seconds=300))
