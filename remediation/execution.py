@@ -35,7 +35,7 @@ from remediation.decisions import (
     job_decide,
     next_attempt_decide,
 )
-from remediation.executors import ExecResult, JobSpec, NotAllowed, executor_for, timeout_for
+from remediation.executors import DEFAULT_TIMEOUT, ExecResult, JobSpec, NotAllowed, executor_for, timeout_for
 from remediation.models import DESTRUCTIVE_ACTIONS, Action, Alert, Job, Switch
 
 logger = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def job_run(*, job: Job, worker: str, limits: Limits | None = None) -> RunOutcom
     try:
         executor = executor_for(job.action)
         executor.check(spec)
-        timeout = timeout_for(spec)
+        timeout = timeout_for(spec, default=getattr(executor, "DEFAULT_TIMEOUT", DEFAULT_TIMEOUT))
     except NotAllowed as exc:
         return _settle(job=job, decision=Decision("skip", "not_allowed", str(exc)), limits=limits)
     except Exception as exc:

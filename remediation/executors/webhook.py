@@ -27,6 +27,7 @@ from django.conf import settings
 from remediation.executors import ExecResult, JobSpec, NotAllowed, timeout_for, truncate
 
 BODY_LIMIT = 2048
+DEFAULT_TIMEOUT = 10.0
 _HEADER_NAME_OK = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
@@ -126,7 +127,7 @@ def check(spec: JobSpec) -> None:
     url = _url(spec)
     resolve_checked(url, _matching_prefix(url, _allow_list(spec)))
     _headers(spec)
-    timeout_for(spec, default=10)
+    timeout_for(spec, default=DEFAULT_TIMEOUT)
 
 
 def _body(spec: JobSpec) -> dict[str, Any]:
