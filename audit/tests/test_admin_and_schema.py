@@ -19,6 +19,18 @@ def test_admin_lists_filters_and_searches_events(admin_client: Any, trail: dict[
     assert searched.content.count(b'class="field-kind"') == 3
 
 
+def test_admin_search_past_its_budget_looks_at_the_newest_events_only(
+    admin_client: Any, trail: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from audit import admin as audit_admin
+
+    monkeypatch.setattr(audit_admin, "SEARCH_BUDGET_MS", 0)
+    monkeypatch.setattr(audit_admin, "ADMIN_SEARCH_WINDOW", 4)
+    # "firing" is in 7 alerts; the newest 4 events hold 2 of them.
+    searched = admin_client.get("/admin/audit/auditevent/?q=FIRING")
+    assert searched.content.count(b'class="field-kind"') == 2
+
+
 def test_admin_cannot_add_change_or_delete_events(admin_client: Any, trail: dict[str, Any]) -> None:
     from audit.models import AuditEvent
 
