@@ -123,6 +123,8 @@ def audit_record_many(items: list[dict[str, Any]]) -> list[AuditEvent]:
         given = item.get("ts")
         if given is not None and timezone.is_naive(given):
             raise ValueError("audit ts must be timezone-aware")
+    if not items:
+        return []
     started = time.perf_counter()
     with transaction.atomic():
         prev, last_ts = _lock_chain()
