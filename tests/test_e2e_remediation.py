@@ -83,18 +83,20 @@ def restarts(docker_client: Any, container: Any, since: float) -> int:
 
 
 def sleeper(make_container: Callable[..., Any], docker_client: Any, **kwargs: Any) -> Any:
-    """The container the captured fixture names (ah-sleeper); waits if a previous one is still going."""
+    """The container the captured fixture names (ah-sleeper).
+
+    Container names are global to the engine: if another run holds the name, wait for it to go
+    (never remove a container this test did not create).
+    """
     import docker.errors
 
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while True:
         try:
             return make_container(name="ah-sleeper", **kwargs)
         except docker.errors.APIError as exc:
             if exc.status_code != 409 or time.monotonic() > deadline:
                 raise
-            with contextlib.suppress(Exception):
-                docker_client.containers.get("ah-sleeper").remove(force=True)
             time.sleep(0.5)
 
 
