@@ -22,7 +22,7 @@ OPEN_INCIDENTS_SHOWN = 50
 JOBS_PER_INCIDENT_SHOWN = 10
 RECENT_ACTIONS_SHOWN = 25
 COOLDOWN_JOBS_READ = 500
-CHART_DAYS = 14
+CHART_DAYS = 30
 
 # Jobs that really acted on something: what success and false-positive rates are measured on.
 ACTED_STATES = (Job.State.OK, Job.State.FAIL, Job.State.UNKNOWN)
@@ -141,7 +141,9 @@ def daily_actions(*, now: datetime, days: int = CHART_DAYS) -> list[dict[str, An
             ok=Count("id", filter=Q(state=Job.State.OK)),
             fail=Count("id", filter=Q(state=Job.State.FAIL)),
             unknown=Count("id", filter=Q(state=Job.State.UNKNOWN)),
-            false_positive=Count("id", filter=Q(false_positive=True)),
+            # Not named after the field: an annotation called false_positive would shadow it.
+            judged_false=Count("id", filter=Q(false_positive=True)),
+            marked=Count("id", filter=Q(false_positive__isnull=False)),
             ttr=Sum(_remediation_time(), filter=Q(state=Job.State.OK)),
         )
         .order_by("day")
@@ -177,16 +179,20 @@ def chart_data(days: list[dict[str, Any]], *, now: datetime, span: int = CHART_D
     }
 
 
-def success_metrics(*, now: datetime) -> list[SuccessMetric]:
-    """The seed's three success metrics over the last 30 days, each against its target (one query)."""
-    totals = _acted(now, METRICS_WINDOW).aggregate(
-        total=Count("id"),
-        ok=Count("id", filter=Q(state=Job.State.OK)),
-        marked=Count("id", filter=Q(false_positive__isnull=False)),
-        false_positive=Count("id", filter=Q(false_positive=True)),
-        ttr=Sum(_remediation_time(), filter=Q(state=Job.State.OK)),
-    )
-    return success_metrics_from(totals)
+def window_totals(days: list[dict[str, Any]]) -> dict[str, Any]:
+    """The window's totals from the per-day rows of ``daily_actions`` (exact: sums of counts). Pure.
+
+    One scan of the jobs serves both the charts and the metrics: on 100,000 jobs a second
+    aggregate over the same rows would double the page's cost.
+    """
+    ttr = [row["ttr"] for row in days if row.get("ttr") is not None]
+    return {
+        "total": sum(row["ok"] + row["fail"] + row["unknown"] for row in days),
+        "ok": sum(row["ok"] for row in days),
+        "marked": sum(row["marked"] for row in days),
+        "false_positive": sum(row["judged_false"] for row in days),
+        "ttr": sum(ttr, timedelta()) if ttr else None,
+    }
 
 
 def success_metrics_from(totals: dict[str, Any]) -> list[SuccessMetric]:
@@ -237,12 +243,13 @@ def _duration(seconds: float) -> str:
 
 
 def ops_overview(*, now: datetime | None = None) -> OpsOverview:
-    """The Command Center's data: eight queries, whatever the size of the tables."""
+    """The Command Center's data: seven queries, whatever the size of the tables."""
     now = now or timezone.now()
+    days = daily_actions(now=now, days=METRICS_WINDOW.days)
     return OpsOverview(
         incidents=open_incidents(),
         cooldowns=targets_in_cooldown(now=now),
         recent=recent_actions(),
-        metrics=success_metrics(now=now),
-        chart=chart_data(daily_actions(now=now), now=now),
+        metrics=success_metrics_from(window_totals(days)),
+        chart=chart_data(days, now=now),
     )

@@ -314,8 +314,8 @@ def test_the_page_costs_the_same_queries_whatever_the_data_size(
     client.get("/ops/")  # the session and roles are warm, as on any later visit
 
     # session, user, groups, switch, backlog id, backlog rows, incidents, their jobs, longest
-    # cooldown, cooldown jobs, recent actions, 30-day totals, daily series
-    with django_assert_num_queries(13):
+    # cooldown, cooldown jobs, recent actions, the 30-day series (charts and metrics)
+    with django_assert_num_queries(12):
         answer = client.get("/ops/")
 
     assert answer.status_code == 200
