@@ -400,3 +400,25 @@ def test_deciding_a_job_costs_the_same_queries_whatever_the_history(django_asser
         decision = execution.job_decision(job=job, alert=job.alert, row=None, now=now, limits=limits)
     # Seven actions a minute apart: the backoff has reached its 5-minute cap.
     assert (decision.verdict, decision.until) == ("delay", now - timedelta(minutes=1) + timedelta(seconds=300))
+
+
+def test_concurrent_workers_never_spend_more_than_the_budget_on_one_target(settings):
+    settings.AUTOHEAL_BACKOFF_BASE_SECONDS = 0
+    policy = make_policy(action="command", params={"argv": ["true"]}, max_actions_per_hour=3, cooldown_seconds=0)
+    for _ in range(12):
+        make_job(policy=policy, alert=make_alert(labels={"alertname": "X", "container": "web"}), target="web")
+
+    def work(name: str) -> None:
+        try:
+            drain(Worker(name=name), max_ticks=30)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(events("action_started")) == 3
+    assert sorted(e.data["reason"] for e in events("action_skipped")) == ["budget"] * 9
+    assert not Job.objects.filter(state__in=["queued", "running"]).exists()
