@@ -1,6 +1,6 @@
 """The audit trail at 1,000,000 events: /audit per filter vs. the same SQL run raw, and write latency.
 
-    python -m bench.audit_api [--events 1000000] [--repeat 40] [--reload] [--writers 8]
+    python -m bench.audit_api [--events 1000000] [--repeat 40] [--reload] [--writers 8] [--quick]
 
 Needs PostgreSQL (``AUTOHEAL_BENCH_DATABASE_URL``, default
 ``postgres://postgres@127.0.0.1:5432/autoheal_bench_audit``); the database is created, migrated and
@@ -311,7 +311,10 @@ def main() -> None:
     parser.add_argument("--writes-per-writer", type=int, default=250)
     parser.add_argument("--only", default="", help="run only the scenarios whose name contains this")
     parser.add_argument("--no-writes", action="store_true", help="skip the concurrent write measurement")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 100,000 events, 10 requests, 4x50 writes")
     args = parser.parse_args()
+    if args.quick:
+        args.events, args.repeat, args.writers, args.writes_per_writer = 100_000, 10, 4, 50
     if not 1 <= args.repeat <= 1000 or not 1 <= args.writers <= 64 or not 1 <= args.writes_per_writer <= 10_000:
         raise SystemExit("--repeat 1..1000, --writers 1..64, --writes-per-writer 1..10000")
     _setup(os.environ.get("AUTOHEAL_BENCH_DATABASE_URL", DEFAULT_URL))
