@@ -86,7 +86,7 @@ def _fetch(queryset: QuerySet[AuditEvent], n: int) -> list[tuple[int, str]]:
     if connection.vendor == "postgresql":
         # PostgreSQL writes each event's JSON: at n=5000, decoding rows into Python objects and
         # encoding them again costs several times the query itself.
-        document = RawSQL(_event_json_sql(), ())  # noqa: S611 (built from column names only, no input)
+        document = RawSQL(_event_json_sql(), ())  # noqa: S611  # nosec B611: built from column names only, no input
         return list(ordered.annotate(doc=document).values_list("id", "doc")[: n + 1])
     events = []
     for row in ordered.values_list(*PAGE_FIELDS)[: n + 1]:

@@ -8,7 +8,7 @@ overridden on the command line or with ``GUNICORN_CMD_ARGS``.
 import os
 
 # Inside its container the web process listens on every interface of the container's own network.
-bind = f"{os.environ.get('AUTOHEAL_BIND', '0.0.0.0')}:{os.environ.get('AUTOHEAL_PORT', '9009')}"  # noqa: S104
+bind = f"{os.environ.get('AUTOHEAL_BIND', '0.0.0.0')}:{os.environ.get('AUTOHEAL_PORT', '9009')}"  # noqa: S104  # nosec B104: inside the container's own network namespace
 wsgi_app = "autoheal_site.wsgi:application"
 workers = int(os.environ.get("AUTOHEAL_WEB_WORKERS", "2"))
 worker_class = "gthread"
@@ -18,7 +18,7 @@ keepalive = 5
 timeout = 30
 graceful_timeout = 20
 # Heartbeat files on tmpfs: a container's overlay filesystem can stall the worker heartbeat.
-worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 - gunicorn's own files
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108  # nosec B108: gunicorn's own heartbeat files
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("AUTOHEAL_LOG_LEVEL", "info").lower()

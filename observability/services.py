@@ -34,7 +34,7 @@ def series_add(*, deltas: Sequence[Delta]) -> None:
     for delta in deltas:
         params.extend([delta.name, delta.labels, delta.merge, delta.value])
     sql = (
-        f"INSERT INTO {table} (name, labels, merge, value) VALUES {rows} "  # noqa: S608 - only the table name is interpolated
+        f"INSERT INTO {table} (name, labels, merge, value) VALUES {rows} "  # noqa: S608  # nosec B608: only the table name is interpolated
         f"ON CONFLICT (name, labels) DO UPDATE SET value = CASE "
         f"WHEN excluded.merge = 'max' THEN "
         f"(CASE WHEN excluded.value > {table}.value THEN excluded.value ELSE {table}.value END) "
