@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -270,10 +271,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         clients, seconds, rates = 100, 5.0, [50.0]
 
-    base_url = db.db_url()
-    url = base_url + "_sse"
+    # A database of its own for this run (named after its pid, dropped at the end), so two runs at
+    # once, this one alone and one started by ``bench.run``, never drop each other's.
+    url = f"{db.db_url()}_sse_{os.getpid()}"
     redis_url = db.redis_url()
     db.recreate_database(url)
+    try:
+        return _measure(args, url, redis_url, clients, seconds, rates)
+    finally:
+        with contextlib.suppress(Exception):  # Django may not be set up if the start failed
+            from django.db import connections
+
+            connections.close_all()
+        _drop_database(url)
+
+
+def _drop_database(url: str) -> None:
+    import psycopg
+
+    admin_url, name = db._maintenance_url(url)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _measure(
+    args: argparse.Namespace, url: str, redis_url: str, clients: int, seconds: float, rates: list[float]
+) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="autoheal-sse-bench-"))
     # As production runs daphne: with the bounded connection pool (a reconnect storm of hundreds
     # of consoles would otherwise open a connection per request before each stream starts).
