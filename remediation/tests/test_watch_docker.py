@@ -94,8 +94,8 @@ def test_the_watcher_heals_an_unhealthy_container_with_no_alertmanager(make_cont
         bystander.exec_run(["rm", "-f", "/tmp/healthy"])
         wait_until(lambda: events("action_verified"), timeout=60)
     finally:
-        stop_process(watcher)
-        stop_process(worker)
+        codes = (stop_process(watcher), stop_process(worker))
+    assert codes == (0, 0)  # SIGTERM stops both cleanly
     assert started_at(healing) != before
     assert started_at(bystander) == bystander_before
     incident = Alert.objects.get()
