@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import cProfile
 import io
+import itertools
 import pstats
 import secrets
 import time
@@ -51,9 +52,11 @@ def profile(ctx: Context) -> None:
         client.post("/alert", data=body(1), content_type="application/json")
     with connection.execute_wrapper(_Recorder(dup_queries)):
         client.post("/alert", data=body(1), content_type="application/json")
+    marks: list[tuple[str, float]] = []
     plain_t0 = time.perf_counter()
-    for n in range(count, count + count // 2):
-        client.post("/alert", data=body(n + 10_000_000), content_type="application/json")
+    with connection.execute_wrapper(_Marks(marks)):
+        for n in range(count, count + count // 2):
+            client.post("/alert", data=body(n + 10_000_000), content_type="application/json")
     plain_ms = (time.perf_counter() - plain_t0) / (count // 2) * 1000
     noop_t0 = time.perf_counter()
     for _ in range(count):
@@ -81,6 +84,21 @@ def profile(ctx: Context) -> None:
     )
     ctx.add(Row("profile", "SQL queries per POST, 10 new alerts", len(new_queries), "queries"))
     ctx.add(Row("profile", "SQL queries per POST, 10 duplicates", len(dup_queries), "queries"))
+    holds, steps = _chain_holds(marks)
+    if holds:
+        hold = _median(holds)
+        lines_steps = ", ".join(f"{name} {_median(v):.1f}" for name, v in steps.items())
+        ctx.add(
+            Row(
+                "profile",
+                "audit chain lock held per all-new POST (lock taken -> commit done), median",
+                hold,
+                "ms",
+                note=f"max {max(holds):.1f} ms over {len(holds)} POSTs; one at a time: at most "
+                f"{1000 / hold:.0f} deliveries/s for the whole deployment at this hold time; "
+                f"median ms from each statement to the next: {lines_steps}",
+            )
+        )
     sql_ms = sum(t for _, t in new_queries) * 1000
     ctx.add(Row("profile", "time in SQL (round trips included), one all-new POST", sql_ms, "ms"))
     shapes = Counter(_shape(sql) for sql, _ in new_queries)
@@ -135,6 +153,56 @@ def _by_package(stats: pstats.Stats, requests: int) -> list[tuple[str, float]]:
             name = "stdlib: " + filename.rsplit("/", 1)[-1]
         totals[name] += tottime
     return [(name, t / requests * 1000) for name, t in totals.most_common(18)]
+
+
+class _Marks:
+    """Keeps when each statement started (for the chain lock's hold time)."""
+
+    def __init__(self, into: list[tuple[str, float]]) -> None:
+        self.into = into
+
+    def __call__(self, execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        self.into.append((sql[:40], time.perf_counter()))
+        return execute(sql, params, many, context)
+
+
+def _chain_holds(marks: list[tuple[str, float]]) -> tuple[list[float], dict[str, list[float]]]:
+    """From each chain lock statement to the next pg_notify, in ms, and the steps in between.
+
+    The wake-up's NOTIFY is the first on_commit callback of the delivery, so it starts right
+    after the COMMIT that released the lock. Steps are named by the statement that starts them.
+    """
+    holds: list[float] = []
+    steps: dict[str, list[float]] = {}
+    window: list[tuple[str, float]] = []
+    for sql, at in marks:
+        if "pg_advisory_xact_lock" in sql:
+            window = [("lock", at)]
+        elif window:
+            window.append((_step_name(sql), at))
+            if "pg_notify" in sql:
+                holds.append((at - window[0][1]) * 1000)
+                for (name, start), (_, end) in itertools.pairwise(window):
+                    steps.setdefault(name, []).append((end - start) * 1000)
+                window = []
+    return holds, steps
+
+
+def _step_name(sql: str) -> str:
+    if "audit_auditevent" in sql and sql.startswith("SELECT"):
+        return "read last hash + build and hash the events"
+    if "audit_auditevent" in sql:
+        return "INSERT audit events"
+    if "observability_series" in sql:
+        return "INSERT metric series"
+    if sql.startswith("RELEASE"):
+        return "release savepoint + COMMIT"
+    return sql[:20]
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
 
 
 def _shape(sql: str) -> str:
