@@ -14,7 +14,7 @@ from bench.load import LoadResult, wrk
 from bench.payloads import batch_template, fixed_bodies
 from bench.procs import RssSampler, Started, start_server
 from bench.report import Row
-from bench.serving import _bench_policy, webhook_available
+from bench.serving import bench_policy, webhook_available
 
 BATCH = 10
 
@@ -38,7 +38,7 @@ def _noop(ctx: Context, started: Started, template: str) -> LoadResult:
 def ingest(ctx: Context) -> None:
     """16 connections of 10-alert batches: alerts/s durably accepted (rows counted after)."""
     db.truncate_state()
-    _bench_policy()
+    bench_policy()
     template = batch_template(BATCH)
     started = start_server(ctx.server, ctx.env, ctx.logdir)
     label = f"ingest ({ctx.server})"
@@ -60,7 +60,7 @@ def ingest(ctx: Context) -> None:
             ctx.note("ingest: POST /alert is not there yet; not measured")
             return
         db.truncate_state()
-        _bench_policy()
+        bench_policy()
 
         before = _alert_count()
         with RssSampler(started) as rss, WaitSampler() as waits:
@@ -269,7 +269,7 @@ def _pct(samples: list[float], q: float) -> float:
 def audit_write(ctx: Context) -> None:
     """audit_record latency (commit included) alone, then while 16 connections ingest alerts."""
     db.truncate_state()
-    _bench_policy()
+    bench_policy()
     limit = 2000 if ctx.quick else 10000
     idle: list[float] = []
     stop = threading.Event()

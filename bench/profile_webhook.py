@@ -20,7 +20,7 @@ from bench.load import ID_MARK
 from bench.payloads import batch_template
 from bench.procs import BENCH_TOKEN, ROOT
 from bench.report import Row
-from bench.serving import _bench_policy
+from bench.serving import bench_policy
 
 _OWN = ("remediation", "audit", "accounts", "dashboard", "observability", "operations", "autoheal_site")
 
@@ -30,7 +30,7 @@ def profile(ctx: Context) -> None:
     from django.test import Client
 
     db.truncate_state()
-    _bench_policy()
+    bench_policy()
     client = Client(HTTP_AUTHORIZATION=f"Bearer {BENCH_TOKEN}", HTTP_USER_AGENT="Alertmanager/0.25.0")
     noop_client = Client(HTTP_USER_AGENT="Alertmanager/0.25.0")
     template = batch_template()

@@ -60,7 +60,7 @@ def serving(ctx: Context) -> None:
     seconds = ctx.seconds if ctx.quick else 4.0
     template = batch_template()
     db.truncate_state()
-    _bench_policy()
+    bench_policy()
     servers = {}
     try:
         for kind in kinds:
@@ -141,7 +141,7 @@ def _errors(runs: list[LoadResult]) -> int:
     return sum(r.bad + r.socket_errors for r in runs)
 
 
-def _bench_policy() -> None:
+def bench_policy() -> None:
     """The policy the ingest loads match: a log_only action, so every new alert queues a job."""
     from remediation.models import Action, Policy
 
