@@ -63,7 +63,12 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _trials(
-    port: int, alertname: str, count: int, container: str | None = None, answered: list[float] | None = None
+    port: int,
+    alertname: str,
+    count: int,
+    container: str | None = None,
+    answered: list[float] | None = None,
+    inside: list[float] | None = None,
 ) -> tuple[list[float], int]:
     """POST ``count`` single alerts 50 ms apart; latencies (ms) from send to the action's event."""
     sent: dict[str, float] = {}
@@ -86,6 +91,13 @@ def _trials(
             break
         time.sleep(0.25)
     latencies = [(found[fp].timestamp() - t0) * 1000 for fp, t0 in sent.items() if fp in found]
+    if inside is not None:
+        from remediation.models import Job
+
+        for received, started in Job.objects.filter(
+            alert__fingerprint__in=list(sent), started_at__isnull=False
+        ).values_list("alert__received_at", "started_at"):
+            inside.append((started - received).total_seconds() * 1000)
     return latencies, len(sent) - len(found)
 
 
@@ -118,7 +130,8 @@ def latency(ctx: Context) -> None:
             ctx.note("latency: no private dockerd, so the dry-run mode (a restart_container policy) is not measured")
         for alertname, mode, container in modes:
             answered: list[float] = []
-            values, missing = _trials(port, alertname, count, container, answered)
+            inside: list[float] = []
+            values, missing = _trials(port, alertname, count, container, answered, inside)
             if not values:
                 ctx.add(Row("alert -> action", f"{mode}: no action seen", None, "", note=f"{missing} missing"))
                 continue
@@ -136,6 +149,16 @@ def latency(ctx: Context) -> None:
                     note=f"p99 {p99:.1f}, max {max(values):.1f} ms, {len(values)} alerts, {missing} without action",
                 )
             )
+            if inside:
+                ctx.add(
+                    Row(
+                        "alert -> action",
+                        f"{mode}: of which alert stored (received_at) -> job claimed (started_at) p50",
+                        _pct(inside, 0.5),
+                        "ms",
+                        note=f"p99 {_pct(inside, 0.99):.1f} ms: commit, wake-up, claim",
+                    )
+                )
         _worker_burst(ctx, port, worker, worker_rest)
     finally:
         if worker is not None:
