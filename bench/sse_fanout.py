@@ -147,12 +147,15 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _start_web(env: dict[str, str], logdir: Path) -> Started:
+def _start_web(env: dict[str, str], logdir: Path, processes: int) -> Started:
+    # Several daphne processes accept on one inherited socket (the kernel spreads the clients), as
+    # several stream replicas behind the gateway would; each has its own Redis subscription.
     sock = _listening_socket()
     fd = sock.fileno()
     log = logdir / "daphne.log"
     argv = [sys.executable, "-m", "daphne", "--fd", str(fd), "autoheal_site.asgi:application"]
-    started = Started("daphne-x1", [_popen(argv, env, log, (fd,))], sock.getsockname()[1], log, [sock])
+    procs = [_popen(argv, env, log, (fd,)) for _ in range(processes)]
+    started = Started(f"daphne-x{processes}", procs, sock.getsockname()[1], log, [sock])
     deadline = time.monotonic() + 30
     import http.client
 
@@ -199,7 +202,7 @@ def _run_one(
             if b"ready" not in line:
                 raise RuntimeError("a client process did not connect")
         writer_out = tmp / f"writer-{clients}-{rate}.json"
-        web_cpu_before = _cpu_seconds(web.pids[0])
+        web_cpu_before = sum(_cpu_seconds(pid) for pid in web.pids)
         clients_cpu_before = sum(_cpu_seconds(p.pid) for p in client_procs)
         with RssSampler(web) as rss:
             subprocess.run(
@@ -209,7 +212,7 @@ def _run_one(
                 check=True,
                 timeout=seconds * 3 + 60,
             )
-            web_cpu = _cpu_seconds(web.pids[0]) - web_cpu_before
+            web_cpu = sum(_cpu_seconds(pid) for pid in web.pids) - web_cpu_before
             clients_cpu = sum(_cpu_seconds(p.pid) for p in client_procs) - clients_cpu_before
             load = os.getloadavg()[0]
             time.sleep(3)  # let the last events reach every client
@@ -262,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=500, help=f"SSE clients (at most {MAX_CLIENTS})")
     parser.add_argument("--rates", default="50,100", help="events per second, comma list")
     parser.add_argument("--seconds", type=float, default=20, help=f"writing time per rate (at most {MAX_SECONDS})")
+    parser.add_argument("--web-procs", type=int, default=1, help="daphne processes sharing the socket (1-4)")
     parser.add_argument("--client-procs", type=int, default=2, help="processes the clients are spread over")
     parser.add_argument("--quick", action="store_true", help="100 clients, 50 events/s, 5 s")
     args = parser.parse_args(argv)
@@ -325,7 +329,7 @@ def _measure(
     cookie = browser.cookies["sessionid"].value
 
     results: list[Result] = []
-    web = _start_web(env, tmp)
+    web = _start_web(env, tmp, max(1, min(args.web_procs, 4)))
     try:
         for rate in rates:
             results.append(_run_one(web, env, cookie, 1, rate, seconds, 1, tmp))
@@ -333,7 +337,7 @@ def _measure(
     finally:
         web.stop()
     print()
-    print(f"Live stream fan-out: daphne x1, Redis doorbell, {seconds:.0f} s per row, {os.cpu_count()} CPUs")
+    print(f"Live stream fan-out: {web.name}, Redis doorbell, {seconds:.0f} s per row, {os.cpu_count()} CPUs")
     print(
         "| clients | events/s | written | deliveries | lost | dup | p50 ms | p99 ms | max ms | delivered/s | web RSS MiB | web CPU % | clients CPU % | load avg |"
     )
