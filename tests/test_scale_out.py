@@ -68,7 +68,8 @@ def _listening_socket() -> socket.socket:
 def web_processes(tmp_path: Path) -> Iterator[list[str]]:
     """gunicorn and daphne on sockets bound here to 127.0.0.1:0 and handed over (no port race)."""
     (tmp_path / "data").mkdir()
-    env = _env(tmp_path)
+    # As deploy/docker-compose.yml runs them: each web process with a bounded PostgreSQL pool.
+    env = {**_env(tmp_path), "AUTOHEAL_DB_POOL": "true", "AUTOHEAL_DB_POOL_SIZE": "4"}
     servers: list[tuple[subprocess.Popen[bytes], Path]] = []
     urls: list[str] = []
     commands = {
