@@ -334,6 +334,8 @@ class AuditListener(Listener):
         self.max_pending = max_pending
         self.pending: list[StreamItem] = []
         self.overflow: bool = False
+        self.active = True  # something was sent since the feed's last keep-alive tick
+        self.keepalive_due = False
 
     def offer(self, items: Iterable[StreamItem]) -> None:
         """Queue the matching items; past ``max_pending`` drop the queue and flag the overflow."""
@@ -406,6 +408,7 @@ class AuditFeed:
                         await subscribed.wait()
             self.last_id = await _feed_db(_current_id)
             self._tasks.append(loop.create_task(self._run()))
+            self._tasks.append(loop.create_task(self._keepalive()))
 
     def _reset(self, loop: asyncio.AbstractEventLoop) -> None:
         for task in self._tasks:
@@ -462,6 +465,17 @@ class AuditFeed:
             except Exception:
                 logger.exception("the audit stream could not read new events; retrying")
                 await asyncio.sleep(1)
+
+    async def _keepalive(self) -> None:
+        """Every keep-alive period, wake the clients that were sent nothing during it."""
+        while True:
+            await asyncio.sleep(settings.AUTOHEAL_STREAM_KEEPALIVE_SECONDS)
+            for listener in list(self.listeners):
+                if listener.active:
+                    listener.active = False
+                else:
+                    listener.keepalive_due = True
+                    listener.aevent.set()
 
     async def _advance(self) -> bool:
         """Deliver what the doorbells announced, in id order; True when a gap needs a read."""
@@ -562,7 +576,6 @@ async def _stream(listener: AuditListener, resume_from: int | None) -> AsyncIter
     feed.add(listener)  # from here on every new event is queued for this client
     try:
         yield OPEN_FRAME
-        keepalive = settings.AUTOHEAL_STREAM_KEEPALIVE_SECONDS
         position = feed.last_id if resume_from is None else resume_from
         catch_up = resume_from is not None
         while True:
@@ -578,6 +591,7 @@ async def _stream(listener: AuditListener, resume_from: int | None) -> AsyncIter
                     continue
                 if items:
                     position = items[-1].id
+                    listener.active = True
                     yield b"".join(i.frame for i in items)
                 if len(items) == READ_PAGE:
                     catch_up = True
@@ -587,16 +601,19 @@ async def _stream(listener: AuditListener, resume_from: int | None) -> AsyncIter
             fresh = [i for i in queued if i.id > position]
             if fresh:
                 position = fresh[-1].id
+                listener.active = True
                 yield b"".join(i.frame for i in fresh)
             if overflow:
                 logger.info("stream client %s fell behind; catching up from the audit", id(listener))
                 catch_up = True
                 continue
-            try:
-                async with asyncio.timeout(keepalive):
-                    await listener.aevent.wait()
-            except TimeoutError:
+            if listener.keepalive_due:
+                listener.keepalive_due = False
                 yield KEEPALIVE_FRAME
+            # No timeout here: a timer per wait per client is hundreds of thousands of timer
+            # objects a minute, and the garbage collector's pauses grow with them. The feed's one
+            # keep-alive tick wakes the idle clients instead.
+            await listener.aevent.wait()
     finally:
         feed.remove(listener)
 
