@@ -219,6 +219,7 @@ class AuditChannelManager(ChannelManagerBase):
 
 
 def audit_storage() -> AuditStorage:
+    """The configured django-eventstream storage, which must be the audit table's."""
     storage = get_storage()
     if not isinstance(storage, AuditStorage):
         raise TypeError("EVENTSTREAM_STORAGE_CLASS must be audit.streams.AuditStorage")
