@@ -172,6 +172,26 @@ def make_container(docker_client: Any) -> Iterator[Callable[..., Any]]:
             container.remove(force=True)
 
 
+# Debian's Chromium, headless, with every feature that would reach for the network turned off
+# (the machine has no route out and Chromium retries such connections many at a time).
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+]
+
+
+def launch_chromium(playwright: Any) -> Any:
+    """Launch the system Chromium through Playwright (never a downloaded browser)."""
+    return playwright.chromium.launch(executable_path=shutil.which("chromium") or "chromium", args=CHROMIUM_ARGS)
+
+
 def started_at(container: Any) -> str:
     """A container's State.StartedAt: the proof that a restart happened."""
     container.reload()

@@ -15,23 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
+from conftest import launch_chromium
 from tests.live_stream_support import ROOT, LiveWeb, live_web, ops_user, session_cookie
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 TOKEN = "command-center-webhook-token"
 PASSWORD = "a-long-local-test-password"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-dev-shm-usage",
-]
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +80,7 @@ def test_admin_makes_a_policy_tries_it_watches_it_act_acks_and_pauses_and_ops_on
     payload = fixture_body("single-firing.json")
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
             page.set_default_timeout(30_000)

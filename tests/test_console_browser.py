@@ -8,21 +8,10 @@ from typing import Any
 
 import pytest
 
+from conftest import launch_chromium
 from tests.live_stream_support import LiveWeb, live_web, ops_user, session_cookie
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-dev-shm-usage",
-]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +33,7 @@ def test_console_shows_live_events_from_the_worker_filters_by_kind_and_pauses(
     [earlier] = web.write([event("alert_received", "ContainerUnhealthy", "web-1 is unhealthy")])
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         try:
             context = browser.new_context(viewport={"width": 1400, "height": 800})
             context.add_cookies([{"name": "sessionid", "value": cookie, "domain": "127.0.0.1", "path": "/"}])

@@ -9,19 +9,9 @@ import pytest
 from django.contrib.auth.models import Group
 from django.test import Client
 
-pytestmark = [pytest.mark.postgres, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+from conftest import launch_chromium
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-dev-shm-usage",
-]
+pytestmark = [pytest.mark.postgres, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_api_docs_show_the_audit_parameters_with_no_csp_violation(
@@ -37,7 +27,7 @@ def test_api_docs_show_the_audit_parameters_with_no_csp_violation(
     host = live_server.url.split("//", 1)[1].split(":", 1)[0]
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         try:
             context = browser.new_context(viewport={"width": 1300, "height": 900})
             context.add_cookies([{"name": "sessionid", "value": cookie, "domain": host, "path": "/"}])
