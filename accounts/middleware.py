@@ -8,7 +8,26 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from accounts.ratelimit import peer_is_trusted_proxy
+
 METRICS_PATH = "/metrics"
+
+
+class UntrustedProxyHeadersMiddleware:
+    """Drop ``X-Forwarded-Proto`` unless the direct peer is in ``AUTOHEAL_TRUSTED_PROXIES``.
+
+    Django believes ``SECURE_PROXY_SSL_HEADER`` from any peer; a client reaching the web process
+    directly could otherwise claim HTTPS and receive secure-only cookies over plain HTTP. It runs
+    before SecurityMiddleware, the first reader of ``request.is_secure()``.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if "HTTP_X_FORWARDED_PROTO" in request.META and not peer_is_trusted_proxy(request):
+            del request.META["HTTP_X_FORWARDED_PROTO"]
+        return self.get_response(request)
 
 
 class MetricsTokenMiddleware:

@@ -51,6 +51,12 @@ def _trusted(address: str, networks: Iterable[IPNetwork]) -> bool:
     return any(ip in network for network in networks)
 
 
+def peer_is_trusted_proxy(request: HttpRequest) -> bool:
+    """Whether the direct peer is one of ``AUTOHEAL_TRUSTED_PROXIES``."""
+    networks = _networks(tuple(getattr(settings, "AUTOHEAL_TRUSTED_PROXIES", ())))
+    return bool(networks) and _trusted(request.META.get("REMOTE_ADDR", ""), networks)
+
+
 def client_ip(request: HttpRequest) -> str:
     """The caller's address: ``X-Forwarded-For`` is believed only from ``AUTOHEAL_TRUSTED_PROXIES``.
 
