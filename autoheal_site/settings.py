@@ -153,13 +153,13 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "autoheal"}}
 
-# --- Live stream (GET /events, see audit/streams.py) -----------------------------------------
+# --- Live stream (GET /events, see audit/streams/) -------------------------------------------
 # Replay reads the audit table (the audit id is the event id); only ops and admin may read. With
 # REDIS_URL, writers in any process ring each web process through Redis pub/sub; without it, the
 # hand-over is in-process and other processes' events arrive by the poll. EVENTSTREAM_REDIS is
-# deliberately unset: the library's own Redis listener delivers in arrival order (see streams.py).
-EVENTSTREAM_STORAGE_CLASS = "audit.streams.AuditStorage"
-EVENTSTREAM_CHANNELMANAGER_CLASS = "audit.streams.AuditChannelManager"
+# deliberately unset: the library's own Redis listener delivers in arrival order (see audit/streams/).
+EVENTSTREAM_STORAGE_CLASS = "audit.streams.storage.AuditStorage"
+EVENTSTREAM_CHANNELMANAGER_CLASS = "audit.streams.storage.AuditChannelManager"
 AUTOHEAL_STREAM_KEEPALIVE_SECONDS = float(env_int("AUTOHEAL_STREAM_KEEPALIVE_SECONDS", 15))
 AUTOHEAL_STREAM_POLL_SECONDS = float(env_int("AUTOHEAL_STREAM_POLL_SECONDS", 1))
 AUTOHEAL_STREAM_MAX_PENDING = env_int("AUTOHEAL_STREAM_MAX_PENDING", 1000)

@@ -9,7 +9,7 @@ class DashboardConfig(AppConfig):
 
     def ready(self) -> None:
         from audit.services import register_after_commit
-        from audit.streams import stream_publish
+        from audit.streams.publish import stream_publish
 
         # Every process (web, worker, watcher) announces its committed audit events to the live
         # stream. Only a hook is registered here; the stream's reader starts with the first client.

@@ -21,7 +21,8 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.roles import is_admin, is_ops
-from audit.streams import StreamFilter, stream_backlog
+from audit.streams.frames import StreamFilter
+from audit.streams.storage import stream_backlog
 from dashboard.selectors import ops_overview
 from dashboard.services import MarkError, job_mark_false_positive
 from remediation import safety

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from audit.streams import events_view
+from audit.streams.views import events_view
 from dashboard import ops, views
 
 urlpatterns = [

@@ -10,7 +10,8 @@ from django.views.decorators.http import require_GET
 
 from accounts.roles import is_ops
 from audit.models import ALL_KINDS
-from audit.streams import StreamFilter, StreamRequestError, stream_backlog
+from audit.streams.frames import StreamFilter, StreamRequestError
+from audit.streams.storage import stream_backlog
 
 # Rows rendered with the page, so it is never empty before the first live event.
 CONSOLE_BACKLOG = 100

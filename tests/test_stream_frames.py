@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from audit.models import ALL_KINDS
-from audit.streams import StreamFilter, StreamRequestError, parse_last_event_id, stream_item
+from audit.streams.frames import StreamFilter, StreamRequestError, parse_last_event_id, stream_item
 
 texts = st.text(max_size=200)
 
