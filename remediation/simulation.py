@@ -14,9 +14,10 @@ from typing import Any
 
 from django.utils import timezone
 
-from remediation import execution, safety
+from remediation import safety
 from remediation.decisions import HistoryFacts, JobFacts, job_decide
-from remediation.executors import NotAllowed, executor_for
+from remediation.execution.facts import circuit_counts, switch_facts, target_history
+from remediation.executors import JobSpec, NotAllowed, executor_for
 from remediation.models import DESTRUCTIVE_ACTIONS, Alert, Policy, Switch
 from remediation.payload import parse_delivery
 from remediation.routing import route_alert
@@ -52,7 +53,7 @@ def payload_simulate(*, payload: Mapping[str, Any], now: datetime | None = None,
     policies = {p.pk: p for p in Policy.objects.filter(pk__in=[r.policy_id for r in rules if r.policy_id])}
     row = Switch.objects.filter(pk=1).first()
     limits = safety.limits_from_settings()
-    actions, failures = execution.circuit_counts(row=row, now=now, limits=limits)
+    actions, failures = circuit_counts(row=row, now=now, limits=limits)
     outcomes: list[Outcome] = []
     for alert in delivery.alerts:
         base = {"alertname": alert.alertname, "fingerprint": alert.fingerprint, "status": alert.status}
@@ -113,18 +114,16 @@ def payload_simulate(*, payload: Mapping[str, Any], now: datetime | None = None,
                 max_actions_per_hour=policy.max_actions_per_hour if policy else 3,
             )
             history = HistoryFacts(
-                target_actions=execution.target_history(target=route.target, now=now),
+                target_actions=target_history(target=route.target, now=now),
                 circuit_actions=actions,
                 circuit_failures=failures,
             )
-            decision = job_decide(job=job, switch=execution.switch_facts(row), history=history, limits=limits, now=now)
+            decision = job_decide(job=job, switch=switch_facts(row), history=history, limits=limits, now=now)
             verdict, reason, message = decision.verdict, decision.reason, decision.message
             if check and verdict in ("run", "dry_run"):
                 try:
                     executor_for(rule.action).check(
-                        execution.JobSpec(
-                            action=rule.action, target=route.target, params=dict(rule.params), labels=alert.labels
-                        )
+                        JobSpec(action=rule.action, target=route.target, params=dict(rule.params), labels=alert.labels)
                     )
                 except NotAllowed as exc:
                     verdict, reason, message = "skip", "not_allowed", str(exc)

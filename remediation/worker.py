@@ -15,7 +15,10 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import close_old_connections, connections
 
-from remediation import execution, safety, wakeup
+from remediation import safety, wakeup
+from remediation.execution.leases import job_claim, leases_expire
+from remediation.execution.run import job_run
+from remediation.execution.verify import jobs_verify
 
 logger = logging.getLogger(__name__)
 
@@ -50,16 +53,16 @@ class Worker:
         return safety.circuit_half_open()
 
     def expire_leases(self) -> bool:
-        return execution.leases_expire() > 0
+        return leases_expire() > 0
 
     def verify_due(self) -> bool:
-        return execution.jobs_verify() > 0
+        return jobs_verify() > 0
 
     def run_one_job(self) -> bool:
-        job = execution.job_claim(worker=self.name)
+        job = job_claim(worker=self.name)
         if job is None:
             return False
-        outcome = execution.job_run(job=job, worker=self.name)
+        outcome = job_run(job=job, worker=self.name)
         logger.info("worker %s: job %s -> %s %s", self.name, job.pk, outcome.state, outcome.reason)
         return True
 

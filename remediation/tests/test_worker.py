@@ -13,7 +13,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from remediation import execution, safety, wakeup
+from remediation import safety, wakeup
+from remediation.execution.facts import job_decision
+from remediation.execution.leases import job_claim, leases_expire
+from remediation.execution.run import job_run
 from remediation.models import Alert, Job, Switch
 from remediation.tests.exec_helpers import drain, events, kinds, make_alert, make_job, make_policy
 from remediation.worker import Worker
@@ -241,7 +244,7 @@ def test_two_claimers_never_get_the_same_job():
 
     def claim_all(name: str) -> None:
         try:
-            while (job := execution.job_claim(worker=name)) is not None:
+            while (job := job_claim(worker=name)) is not None:
                 with lock:
                     claimed.append(job.pk)
         finally:
@@ -260,7 +263,7 @@ def test_claiming_a_job_costs_a_fixed_number_of_queries(django_assert_num_querie
     make_job(policy=make_policy(action="log_only"), alert=make_alert())
     with django_assert_num_queries(5):
         # SAVEPOINT-free transaction: SELECT ... FOR UPDATE SKIP LOCKED, UPDATE, re-read with joins.
-        assert execution.job_claim(worker="w") is not None
+        assert job_claim(worker="w") is not None
 
 
 def test_a_notification_from_another_connection_wakes_a_waiting_worker():
@@ -338,12 +341,12 @@ def test_an_action_that_outlives_its_lease_stays_unknown_but_its_real_outcome_is
     done = tmp_path / "done"
     policy = make_policy(action="command", params={"argv": ["sh", "-c", f"sleep 1.5; touch {done}"]})
     job = make_job(policy=policy, alert=make_alert())
-    claimed = execution.job_claim(worker="stalled")
+    claimed = job_claim(worker="stalled")
     assert claimed is not None
 
     def run() -> None:
         try:
-            execution.job_run(job=claimed, worker="stalled")
+            job_run(job=claimed, worker="stalled")
         finally:
             connection.close()
 
@@ -353,7 +356,7 @@ def test_an_action_that_outlives_its_lease_stays_unknown_but_its_real_outcome_is
 
     wait_until(lambda: events("action_started"), timeout=10)
     Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert execution.leases_expire() == 1
+    assert leases_expire() == 1
     thread.join(timeout=30)
     job.refresh_from_db()
     assert done.exists()
@@ -397,7 +400,7 @@ def test_deciding_a_job_costs_the_same_queries_whatever_the_history(django_asser
     limits = safety.limits_from_settings()
     # Two counts for the breaker and one bounded read of the target's history.
     with django_assert_num_queries(3):
-        decision = execution.job_decision(job=job, alert=job.alert, row=None, now=now, limits=limits)
+        decision = job_decision(job=job, alert=job.alert, row=None, now=now, limits=limits)
     # Seven actions a minute apart: the backoff has reached its 5-minute cap.
     assert (decision.verdict, decision.until) == ("delay", now - timedelta(minutes=1) + timedelta(seconds=300))
 

@@ -1,0 +1,135 @@
+"""A job's lease: claimed by one worker, renewed while its action runs, expired when the worker dies.
+
+The claim commits before anything else happens, so no row lock is held while an action runs; the
+lease is what says the job is still being worked on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from audit.services import audit_record
+from remediation.execution.facts import audit_base
+from remediation.models import Job
+
+logger = logging.getLogger(__name__)
+
+
+def job_claim(*, worker: str, now: datetime | None = None) -> Job | None:
+    """Take one due queued job for this worker, or None. Two workers never get the same job."""
+    now = now or timezone.now()
+    lease = now + timedelta(seconds=settings.AUTOHEAL_LEASE_SECONDS)
+    due = Job.objects.filter(state=Job.State.QUEUED, not_before__lte=now).order_by("not_before", "id")
+    if connection.vendor == "postgresql":
+        with transaction.atomic():
+            job = due.select_for_update(skip_locked=True, of=("self",)).first()
+            if job is None:
+                return None
+            job.state = Job.State.RUNNING
+            job.lease_owner = worker[:100]
+            job.lease_expires_at = lease
+            job.attempts += 1
+            job.save(update_fields=["state", "lease_owner", "lease_expires_at", "attempts"])
+    else:
+        claimed_pk = None
+        for candidate in due.values_list("pk", flat=True)[:5]:
+            # The WHERE state='queued' makes the UPDATE the arbiter: only one worker can flip it.
+            claimed = Job.objects.filter(pk=candidate, state=Job.State.QUEUED).update(
+                state=Job.State.RUNNING, lease_owner=worker[:100], lease_expires_at=lease, attempts=F("attempts") + 1
+            )
+            if claimed == 1:
+                claimed_pk = candidate
+                break
+        if claimed_pk is None:
+            return None
+        job = Job.objects.get(pk=claimed_pk)
+    return Job.objects.select_related("alert", "policy").get(pk=job.pk)
+
+
+class Heartbeat:
+    """Renews the job's lease while its action runs, on its own database connection."""
+
+    def __init__(self, *, job_id: int, worker: str) -> None:
+        self.job_id = job_id
+        self.worker = worker[:100]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        from django.db import connection as thread_connection
+
+        interval = max(0.5, settings.AUTOHEAL_LEASE_SECONDS / 3)
+        try:
+            while not self._stop.wait(interval):
+                try:
+                    Job.objects.filter(pk=self.job_id, state=Job.State.RUNNING, lease_owner=self.worker).update(
+                        lease_expires_at=timezone.now() + timedelta(seconds=settings.AUTOHEAL_LEASE_SECONDS)
+                    )
+                except Exception:
+                    logger.warning("could not renew the lease of job %s", self.job_id)
+        finally:
+            thread_connection.close()
+
+
+def leases_expire(*, now: datetime | None = None) -> int:
+    """Jobs whose worker died: an action that started becomes ``unknown`` and is never re-run.
+
+    A job claimed but not yet started (the worker died before acting) is safely queued again.
+    """
+    now = now or timezone.now()
+    done = 0
+    if not Job.objects.filter(state=Job.State.RUNNING, lease_expires_at__lt=now).exists():
+        return 0
+    with transaction.atomic():
+        expired = Job.objects.filter(state=Job.State.RUNNING, lease_expires_at__lt=now).select_related("alert")
+        if connection.vendor == "postgresql":
+            expired = expired.select_for_update(skip_locked=True, of=("self",))
+        for job in expired[:50]:
+            base = audit_base(job)
+            if job.started_at is None:
+                Job.objects.filter(pk=job.pk).update(state=Job.State.QUEUED, lease_owner="", lease_expires_at=None)
+                audit_record(
+                    kind="action_retry",
+                    message="the worker stopped before the action started; queued again",
+                    data={
+                        "job": job.pk,
+                        "action": job.action,
+                        "error": "worker lost before start",
+                        "try": job.attempts,
+                        "retry_in_seconds": 0,
+                    },
+                    **base,
+                )
+            else:
+                Job.objects.filter(pk=job.pk).update(state=Job.State.UNKNOWN, finished_at=now, lease_expires_at=None)
+                audit_record(
+                    kind="action_unknown",
+                    message=(
+                        f"worker {job.lease_owner} stopped answering during the action; its outcome is unknown and it "
+                        "will not be repeated automatically"
+                    ),
+                    data={
+                        "job": job.pk,
+                        "action": job.action,
+                        "attempt": job.attempt,
+                        "worker": job.lease_owner,
+                        "started_at": job.started_at.isoformat(),
+                    },
+                    **base,
+                )
+            done += 1
+    return done

@@ -1,0 +1,91 @@
+"""Running one claimed job: decide, check, mark started under the switch lock, execute.
+
+The guards are decided again under the switch row's lock and the action is marked started in that
+same transaction, so two workers can never both spend the last unit of a budget or of the circuit
+breaker. The action itself runs with no lock held, while a heartbeat renews the lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import audit_record
+from remediation import safety
+from remediation.decisions import Decision, Limits
+from remediation.execution.facts import audit_base, is_destructive, job_decision, job_spec
+from remediation.execution.leases import Heartbeat
+from remediation.execution.outcome import RunOutcome, job_finish, job_settle, trip_if_over
+from remediation.executors import DEFAULT_TIMEOUT, ExecResult, NotAllowed, executor_for, timeout_for
+from remediation.models import Job, Switch
+
+logger = logging.getLogger(__name__)
+
+
+def job_run(*, job: Job, worker: str, limits: Limits | None = None) -> RunOutcome:
+    """Decide, check, start, execute and finish one claimed job."""
+    limits = limits or safety.limits_from_settings()
+    now = timezone.now()
+    # First pass without locks, so a disabled or resolved job never causes a Docker call.
+    decision = job_decision(job=job, alert=job.alert, row=Switch.objects.filter(pk=1).first(), now=now, limits=limits)
+    if decision.verdict in ("skip", "delay"):
+        return job_settle(job=job, decision=decision, limits=limits)
+    spec = job_spec(job)
+    try:
+        executor = executor_for(job.action)
+        executor.check(spec)
+        timeout = timeout_for(spec, default=getattr(executor, "DEFAULT_TIMEOUT", DEFAULT_TIMEOUT))
+    except NotAllowed as exc:
+        return job_settle(job=job, decision=Decision("skip", "not_allowed", str(exc)), limits=limits)
+    except Exception as exc:
+        logger.warning("job %s: check failed: %s", job.pk, type(exc).__name__)
+        return job_finish(
+            job=job, result=ExecResult(ok=False, transient=True, detail=f"check failed: {exc}"), started=None
+        )
+
+    with transaction.atomic():
+        row = safety.switch_locked()
+        now = timezone.now()
+        current = Job.objects.select_related("alert", "policy").get(pk=job.pk)
+        if current.state != Job.State.RUNNING or current.lease_owner != worker[:100]:
+            return RunOutcome(state=current.state, reason="lease lost before start")
+        decision = job_decision(job=current, alert=current.alert, row=row, now=now, limits=limits)
+        if decision.verdict != "run":
+            return job_settle(job=current, decision=decision, limits=limits)
+        current.started_at = now
+        current.lease_expires_at = now + timedelta(seconds=settings.AUTOHEAL_LEASE_SECONDS)
+        current.save(update_fields=["started_at", "lease_expires_at"])
+        audit_record(
+            kind="action_started",
+            message=f"{job.action} {job.target}".strip(),
+            data={
+                "job": job.pk,
+                "action": job.action,
+                "attempt": job.attempt,
+                "try": current.attempts,
+                "probe": decision.probe,
+            },
+            **audit_base(current),
+        )
+        if is_destructive(job.action) and not decision.probe:
+            trip_if_over(row=row, now=now, limits=limits, counting_start=True)
+    job = current
+
+    heartbeat = Heartbeat(job_id=job.pk, worker=worker)
+    heartbeat.start()
+    started = time.monotonic()
+    try:
+        result = executor.execute(spec, timeout=timeout)
+    except NotAllowed as exc:
+        result = ExecResult(ok=False, detail=f"refused at execution time: {exc}")
+    except Exception as exc:
+        logger.exception("job %s: executor raised", job.pk)
+        result = ExecResult(ok=False, detail=f"executor error: {type(exc).__name__}: {exc}")
+    finally:
+        heartbeat.stop()
+    return job_finish(job=job, result=result, started=time.monotonic() - started, probe=decision.probe, limits=limits)
