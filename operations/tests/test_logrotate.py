@@ -28,7 +28,7 @@ def test_the_shipped_config_names_the_mirror_path_of_the_compose_files():
     assert f"{SHIPPED_PATH} {{" in text
     compose = (CONF.parents[1] / "docker-compose.yml").read_text(encoding="utf-8")
     assert f"AUTOHEAL_AUDIT_JSONL: {SHIPPED_PATH}" in compose
-    for directive in ("daily", "rotate 14", "compress", "delaycompress", "create 0640"):
+    for directive in ("daily", "rotate 14", "compress", "delaycompress", "nocreate"):
         assert f"\n    {directive}\n" in text, directive
 
 
