@@ -129,7 +129,6 @@ class DockerWatcher:
         self.reconnect_max = reconnect_max
         self.stop_event = threading.Event()
         self._stream: Any = None
-        self.last_seen: float | None = None
         self.instance = ""
 
     def stop(self) -> None:
@@ -155,11 +154,11 @@ class DockerWatcher:
                     done += 1
         return done
 
-    def events(self, client: Any) -> Iterator[dict[str, Any]]:
-        since = int(self.last_seen) if self.last_seen else None
+    def events(self, client: Any, *, since: float) -> Iterator[dict[str, Any]]:
+        """The health events from ``since`` on (whole seconds: a few may repeat, which is harmless)."""
         self._stream = client.events(
             decode=True,
-            since=since,
+            since=int(since),
             filters={"type": "container", "event": "health_status", "label": self.label_filters},
         )
         if self.stop_event.is_set():
@@ -175,7 +174,6 @@ class DockerWatcher:
         attributes = dict(actor.get("Attributes") or {})
         name = attributes.get("name", "")
         at = event_time(event)
-        self.last_seen = at.timestamp()
         close_old_connections()
         outcome = health_changed(container=name, health=health, labels=attributes, instance=self.instance, at=at)
         logger.info("container %s %s: %s", name, health, outcome)
@@ -188,9 +186,12 @@ class DockerWatcher:
             try:
                 client = self.client_factory()
                 self.instance = str(client.info().get("Name", "")) or "docker"
+                # The stream starts where the scan started: an event between the scan's snapshot
+                # and the subscription is replayed by the engine instead of lost.
+                scan_started = time.time()
                 self.scan(client)
                 delay = 1.0
-                for event in self.events(client):
+                for event in self.events(client, since=scan_started):
                     if self.stop_event.is_set():
                         break
                     self.handle(event)
