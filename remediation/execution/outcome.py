@@ -118,6 +118,15 @@ def job_finish(
             return RunOutcome(state=current.state, reason="lease lost")
         if late:
             result_data["after_unknown"] = True
+        # What action_ok and action_fail both carry (the metrics read duration_seconds from them).
+        outcome_data = {
+            "job": job.pk,
+            "action": job.action,
+            "attempt": job.attempt,
+            "duration_seconds": duration,
+            "output": result.output,
+            **({"after_unknown": True} if late else {}),
+        }
         if result.ok:
             verify = job.action != Action.LOG_ONLY
             Job.objects.filter(pk=job.pk).update(
@@ -134,14 +143,7 @@ def job_finish(
             audit_record(
                 kind="action_ok",
                 message=result.detail,
-                data={
-                    "job": job.pk,
-                    "action": job.action,
-                    "attempt": job.attempt,
-                    "duration_seconds": duration,
-                    "output": result.output,
-                    **({"after_unknown": True} if late else {}),
-                },
+                data=outcome_data,
                 **base,
             )
             if probe:
@@ -183,15 +185,7 @@ def job_finish(
         audit_record(
             kind="action_fail",
             message=result.detail,
-            data={
-                "job": job.pk,
-                "action": job.action,
-                "attempt": job.attempt,
-                "duration_seconds": duration,
-                "error": result.detail,
-                "output": result.output,
-                **({"after_unknown": True} if late else {}),
-            },
+            data={**outcome_data, "error": result.detail},
             **base,
         )
         if probe:
