@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-FIXTURES = Path(__file__).resolve().parent.parent / "shared" / "fixtures" / "alertmanager"
+FIXTURES = Path(__file__).resolve().parent / "tests" / "fixtures" / "alertmanager"
 REQUIRE_SERVICES = os.environ.get("AUTOHEAL_REQUIRE_SERVICES", "") in ("1", "true", "yes")
 ARTIFACTS = Path(__file__).resolve().parent / "test-artifacts"
 
@@ -68,7 +68,7 @@ def _fresh_local_cache() -> None:
 
 @pytest.fixture
 def fixture_body() -> Callable[[str], bytes]:
-    """The exact bytes of a captured Alertmanager delivery from shared/fixtures/alertmanager."""
+    """The exact bytes of a captured Alertmanager delivery from tests/fixtures/alertmanager."""
 
     def load(name: str) -> bytes:
         path = FIXTURES / name

@@ -1,4 +1,4 @@
-"""Webhook bodies shaped like the real Alertmanager deliveries in shared/fixtures/alertmanager."""
+"""Webhook bodies shaped like the real Alertmanager deliveries in tests/fixtures/alertmanager."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from bench.load import ID_MARK
 from bench.procs import ROOT
 
-FIXTURES = Path(os.environ.get("AUTOHEAL_BENCH_FIXTURES", ROOT.parent / "shared" / "fixtures" / "alertmanager"))
+FIXTURES = Path(os.environ.get("AUTOHEAL_BENCH_FIXTURES", ROOT / "tests" / "fixtures" / "alertmanager"))
 
 
 def fixture(name: str) -> dict[str, Any]:
