@@ -5,7 +5,10 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from autoheal_site.startup import settings_or_exit
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "autoheal_site.settings")
+settings_or_exit()
 
 application = get_asgi_application()
 

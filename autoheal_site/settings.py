@@ -41,8 +41,10 @@ if PRODUCTION:
     elif len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
         problems.append("SECRET_KEY is too short: use at least 50 random characters")
     if DEBUG:
-        problems.append("AUTOHEAL_DEBUG is on")
-    if not ALLOWED_HOSTS or any(h in ("*", ".") or h.startswith("*") for h in ALLOWED_HOSTS):
+        problems.append("AUTOHEAL_DEBUG is on: set it to false (or leave it unset)")
+    if not ALLOWED_HOSTS:
+        problems.append("AUTOHEAL_ALLOWED_HOSTS is not set: list the host names clients use, comma separated")
+    elif any(h in ("*", ".") or h.startswith("*") for h in ALLOWED_HOSTS):
         problems.append("AUTOHEAL_ALLOWED_HOSTS must list explicit host names, no wildcard")
     if problems:
         raise ImproperlyConfigured("refusing to start in production: " + "; ".join(problems))

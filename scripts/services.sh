@@ -2,7 +2,11 @@
 # Start or stop the real services the tests use, on loopback and private sockets only.
 #   scripts/services.sh up     start what is missing (PostgreSQL, Redis, a private dockerd) and
 #                              load the busybox test image; prints nothing but progress
-#   scripts/services.sh env    print the environment for the tests (eval "$(scripts/services.sh env)")
+#   scripts/services.sh env    print the environment for the tests (eval "$(scripts/services.sh env)"):
+#                              it sets DATABASE_URL too, so do not eval it before `make run`
+#   scripts/services.sh docker-env
+#                              print only DOCKER_HOST for the private dockerd, for trying Docker
+#                              remediation with `make run` (the app keeps its own database)
 #   scripts/services.sh down   stop only what "up" started
 # Everything lives under $AUTOHEAL_SERVICES_DIR (default: .services in the checkout).
 set -euo pipefail
@@ -119,10 +123,14 @@ case "${1:-}" in
     exit $status
     ;;
   env) env_out ;;
+  docker-env)
+    [ -S "$D/docker.sock" ] || { log "no private dockerd: run scripts/services.sh up first"; exit 1; }
+    echo "export DOCKER_HOST=unix://$D/docker.sock"
+    ;;
   down)
     docker_down
     if [ -f "$DIR/redis.started" ] && [ -f "$DIR/redis.pid" ]; then kill "$(cat "$DIR/redis.pid")" 2>/dev/null || true; rm -f "$DIR/redis.started"; fi
     if [ -f "$DIR/pg.started" ]; then pg_ctlcluster --skip-systemctl-redirect "$(cat "$DIR/pg.started")" main stop || true; rm -f "$DIR/pg.started"; fi
     ;;
-  *) echo "usage: $0 up|env|down" >&2; exit 2 ;;
+  *) echo "usage: $0 up|env|docker-env|down" >&2; exit 2 ;;
 esac

@@ -36,7 +36,7 @@ def _settings_in_subprocess(env: dict[str, str]) -> subprocess.CompletedProcess[
         ({"SECRET_KEY": "x" * 60, "AUTOHEAL_ALLOWED_HOSTS": "autoheal.example"}, "too short"),
         ({"SECRET_KEY": "k3y-" * 16, "AUTOHEAL_DEBUG": "1", "AUTOHEAL_ALLOWED_HOSTS": "a.example"}, "DEBUG is on"),
         ({"SECRET_KEY": "k3y-" * 16, "AUTOHEAL_ALLOWED_HOSTS": "*"}, "no wildcard"),
-        ({"SECRET_KEY": "k3y-" * 16}, "no wildcard"),
+        ({"SECRET_KEY": "k3y-" * 16}, "AUTOHEAL_ALLOWED_HOSTS is not set: list the host names"),
     ],
 )
 def test_production_refuses_unsafe_settings(env: dict[str, str], expected: str) -> None:
@@ -46,6 +46,44 @@ def test_production_refuses_unsafe_settings(env: dict[str, str], expected: str) 
     # The secret's value never appears in the error.
     if "SECRET_KEY" in env:
         assert env["SECRET_KEY"] not in result.stderr
+
+
+def test_unset_allowed_hosts_is_not_called_a_wildcard() -> None:
+    result = _settings_in_subprocess({"AUTOHEAL_ENV": "production", "SECRET_KEY": "k3y-" * 16})
+    assert result.returncode != 0
+    assert "wildcard" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["manage.py", "migrate", "--noinput"],
+        ["-c", "import autoheal_site.asgi"],  # what daphne imports
+        ["-c", "import autoheal_site.wsgi"],  # what gunicorn imports
+    ],
+)
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"AUTOHEAL_ALLOWED_HOSTS": "autoheal.example"}, "SECRET_KEY"),
+        ({"SECRET_KEY": "k3y-" * 16, "AUTOHEAL_ALLOWED_HOSTS": "*"}, "AUTOHEAL_ALLOWED_HOSTS"),
+        (
+            {"SECRET_KEY": "Zq8#-9aLp" * 8, "AUTOHEAL_ALLOWED_HOSTS": "a.example", "AUTOHEAL_RATE_LIMIT": "lots"},
+            "AUTOHEAL_RATE_LIMIT",
+        ),
+    ],
+)
+def test_production_misconfiguration_is_one_line_without_traceback(
+    command: list[str], env: dict[str, str], variable: str
+) -> None:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOHEAL_", "SECRET_KEY", "DJANGO_"))}
+    full.update({"AUTOHEAL_ENV": "production", **env})
+    result = subprocess.run([sys.executable, *command], cwd=ROOT, env=full, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("autoheal: ") and variable in lines[0]
 
 
 def test_production_starts_with_secret_key_from_file(tmp_path: Path) -> None:

@@ -282,3 +282,16 @@ policies:
     assert len(trail) == 2
     assert not any("s3cr3t" in line for line in trail)
     assert all("[redacted]" in line and "PAGER_KEY" in line for line in trail)
+
+
+def test_dry_run_names_the_fields_a_file_leaves_out_and_resets(tmp_path: Path) -> None:
+    run("import", str(DEMO))
+    partial = write(
+        tmp_path,
+        "policies:\n  - name: restart-unhealthy\n    matchers: ['alertname=\"X\"']\n    action: restart_container\n",
+    )
+    out = run("import", partial, "--dry-run")
+    lines = {line.strip().split(":")[0]: line for line in out.splitlines() if line.startswith("    ")}
+    assert "reset to the default" in lines["description"]
+    assert "reset to the default" not in lines["matchers"]
+    assert Policy.objects.get().description.startswith("Restart a container")

@@ -1,4 +1,4 @@
-"""manage.py autoheal_policies export [FILE] | import FILE [--dry-run]: policies as YAML, for git."""
+"""manage.py autoheal_policies export [FILE] | import FILE [--dry-run] [--if-empty]: policies as YAML."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from remediation.models import Policy
 from remediation.services import (
     PolicyImportError,
     PolicyImportResult,
@@ -33,6 +34,15 @@ def _short(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def _given_fields(documents: list[Any]) -> dict[str, set[str]]:
+    """The fields each named policy of the (already validated) documents sets explicitly."""
+    given: dict[str, set[str]] = {}
+    for document in documents:
+        for item in document["policies"]:
+            given[str(item.get("name"))] = set(item)
+    return given
+
+
 class Command(BaseCommand):
     help = (
         "Export policies as YAML (to FILE or stdout), or import them from FILE ('-' for stdin): "
@@ -47,12 +57,22 @@ class Command(BaseCommand):
         imp.add_argument("file", help="the YAML file, or - for stdin")
         imp.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
         imp.add_argument("--actor", default="", help="who to record in the audit trail (default: cli:<user>)")
+        imp.add_argument(
+            "--if-empty",
+            action="store_true",
+            help="import only when there is no policy at all (how `make run` loads its demo policy)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["operation"] == "export":
             self._export(options.get("file"))
         else:
-            self._import(options["file"], dry_run=options["dry_run"], actor=options["actor"] or _actor())
+            self._import(
+                options["file"],
+                dry_run=options["dry_run"],
+                actor=options["actor"] or _actor(),
+                if_empty=options["if_empty"],
+            )
 
     def _export(self, file: str | None) -> None:
         text = policies_export()
@@ -70,27 +90,35 @@ class Command(BaseCommand):
             raise CommandError(f"cannot write {file}: {exc.strerror}") from None
         self.stderr.write(f"exported to {file}")
 
-    def _import(self, file: str, *, dry_run: bool, actor: str) -> None:
+    def _import(self, file: str, *, dry_run: bool, actor: str, if_empty: bool) -> None:
+        # A restart must never put a demo policy back over what an operator made: with --if-empty
+        # the file is loaded into an empty policy table only, and otherwise nothing is touched.
+        if if_empty and Policy.objects.exists():
+            self.stdout.write(f"{file}: not imported, policies already exist (--if-empty)")
+            return
         try:
             text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
             raise CommandError(f"cannot read {file}: {reason}") from None
         try:
-            result = policies_import(documents=policies_load_yaml(text), actor=actor, dry_run=dry_run)
+            documents = policies_load_yaml(text)
+            result = policies_import(documents=documents, actor=actor, dry_run=dry_run)
         except PolicyImportError as exc:
             lines = "\n".join(f"  - {problem}" for problem in exc.problems)
             raise CommandError(f"{file}: nothing imported, {len(exc.problems)} problem(s):\n{lines}") from None
-        self._report(result)
+        self._report(result, _given_fields(documents))
 
-    def _report(self, result: PolicyImportResult) -> None:
+    def _report(self, result: PolicyImportResult, given: dict[str, set[str]]) -> None:
         verb = "would be " if result.dry_run else ""
         for name in result.created:
             self.stdout.write(f"{name}: {verb}created")
         for name, changes in result.updated.items():
             self.stdout.write(f"{name}: {verb}updated")
             for field, change in changes.items():
-                self.stdout.write(f"    {field}: {_short(change['old'])} -> {_short(change['new'])}")
+                # A field the file leaves out takes its default: say so, it is easy to miss.
+                reset = "" if field in given.get(name, set()) else "  (not in the file: reset to the default)"
+                self.stdout.write(f"    {field}: {_short(change['old'])} -> {_short(change['new'])}{reset}")
         for name in result.unchanged:
             self.stdout.write(f"{name}: unchanged")
         summary = f"{len(result.created)} created, {len(result.updated)} updated, {len(result.unchanged)} unchanged"
