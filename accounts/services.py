@@ -149,8 +149,28 @@ def apikey_check(*, presented: str) -> Any | None:
     return user
 
 
-def local_user_create(*, username: str, role: str, password: str) -> Any:
-    """Create a local account (the embedded login) in the given role; the password is validated."""
+def _user_audit(*, actor: str, username: str, action: str, message: str, **data: Any) -> None:
+    audit_record(
+        kind="user_changed",
+        actor=actor,
+        target=username,
+        message=message,
+        data={"action": action, "username": username, **data},
+    )
+
+
+def _validated_password(password: str, user: Any) -> None:
+    try:
+        validate_password(password, user=user)
+    except ValidationError as exc:
+        raise AccountError("password refused: " + " ".join(exc.messages)) from None
+
+
+def local_user_create(*, username: str, role: str, password: str, actor: str = "cli") -> Any:
+    """Create a local account (the embedded login) in the given role; the password is validated.
+
+    Audited as ``user_changed`` (``data.action: created``) with the actor; never the password.
+    """
     _check_role(role)
     User = get_user_model()
     if not username or User.objects.filter(username=username).exists():
@@ -159,14 +179,70 @@ def local_user_create(*, username: str, role: str, password: str) -> Any:
         User.username_validator(username)
     except ValidationError as exc:
         raise AccountError(" ".join(exc.messages)) from None
-    candidate = User(username=username)
-    try:
-        validate_password(password, user=candidate)
-    except ValidationError as exc:
-        raise AccountError("password refused: " + " ".join(exc.messages)) from None
+    _validated_password(password, User(username=username))
     with transaction.atomic():
         user = User.objects.create_user(username=username, password=password)
         roles_set(user=user, roles=[role])
+        _user_audit(actor=actor, username=username, action="created", message=f"user {username} created", role=role)
+    return user
+
+
+def _local_user_for_update(username: str) -> Any:
+    """The user row, locked; API-key service users are refused (autoheal_apikey manages them)."""
+    if username.startswith("apikey:"):
+        raise AccountError(f"{username!r} is an API key's user: use manage.py autoheal_apikey")
+    user = get_user_model().objects.select_for_update().filter(username=username).first()
+    if user is None:
+        raise AccountError(f"no user named {username!r}")
+    return user
+
+
+def local_user_set_password(*, username: str, password: str, actor: str) -> Any:
+    """Set a user's password (validated); their open sessions end. Audited, never the password."""
+    with transaction.atomic():
+        user = _local_user_for_update(username)
+        _validated_password(password, user)
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        _user_audit(actor=actor, username=username, action="password_set", message=f"password of {username} set")
+    return user
+
+
+def local_user_set_role(*, username: str, role: str, actor: str) -> Any:
+    """Give a user exactly one role, ``ops`` or ``admin``. Audited with the old and new roles.
+
+    A user who logs in through OpenID Connect gets their roles from the provider again at the next
+    login; the change holds until then.
+    """
+    _check_role(role)
+    with transaction.atomic():
+        user = _local_user_for_update(username)
+        before = sorted(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+        if before == [role]:
+            return user
+        roles_set(user=user, roles=[role])
+        _user_audit(
+            actor=actor,
+            username=username,
+            action="role_set",
+            message=f"role of {username} set to {role}",
+            old=before,
+            new=[role],
+        )
+    return user
+
+
+def local_user_set_active(*, username: str, active: bool, actor: str) -> Any:
+    """Disable a user (no login, sessions and their API use refused from the next request) or
+    enable them again. Their audit history stays. Audited; a no-op change is not."""
+    with transaction.atomic():
+        user = _local_user_for_update(username)
+        if user.is_active == active:
+            return user
+        user.is_active = active
+        user.save(update_fields=["is_active"])
+        action = "enabled" if active else "disabled"
+        _user_audit(actor=actor, username=username, action=action, message=f"user {username} {action}")
     return user
 
 

@@ -31,8 +31,8 @@ KINDS = (
     "switch_changed",
     "policy_changed",
 )
-# Not in the stable vocabulary's first list but needed by the product; documented in INTERFACE.md.
-EXTRA_KINDS = ("incident_escalated", "false_positive_marked", "apikey_changed")
+# Not in the stable vocabulary's first list but needed by the product; documented in docs/interface.md.
+EXTRA_KINDS = ("incident_escalated", "false_positive_marked", "apikey_changed", "user_changed")
 ALL_KINDS = KINDS + EXTRA_KINDS
 
 
