@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.views import LoginView
-from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
+from django.contrib.auth.views import LoginView, redirect_to_login
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 
+from accounts.authentication import REALM
 from accounts.oidc import oidc_enabled
 
 
@@ -30,3 +33,25 @@ class AutohealLoginView(LoginView):
         context["local_login"] = settings.AUTOHEAL_LOCAL_LOGIN
         context["sso_refused"] = self.request.GET.get("sso") == "refused"
         return context
+
+
+def browser_login_redirect(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """For a page served by DRF (the API schema and docs): who is not signed in gets a useful answer.
+
+    A browser (it asks for ``text/html``) is sent to the login page and back here afterwards, like
+    /ops/ and /console. Any other caller without credentials gets a 401 JSON with the Bearer
+    challenge, whatever format it asked for (DRF would render the refusal as HTML or YAML, or
+    answer 406 before it looked at credentials). Requests with credentials go to the view.
+    """
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.user.is_authenticated or "HTTP_AUTHORIZATION" in request.META:
+            return view(request, *args, **kwargs)
+        if "text/html" in request.headers.get("Accept", ""):
+            return redirect_to_login(request.get_full_path())
+        response = JsonResponse({"detail": "Authentication credentials were not provided."}, status=401)
+        response["WWW-Authenticate"] = REALM
+        return response
+
+    return wrapped

@@ -73,3 +73,27 @@ def test_schema_and_docs_need_a_role(client: Any, norole_client: Any) -> None:
     assert norole_client.get("/api/docs/").status_code == 403
     norole_client.logout()
     assert client.get("/api/schema/").status_code in (401, 403)
+
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+@pytest.mark.parametrize("path", ["/api/docs/", "/api/schema/"])
+def test_a_browser_not_signed_in_is_sent_to_the_login_page_and_back(client: Any, path: str) -> None:
+    response = client.get(path, HTTP_ACCEPT=BROWSER_ACCEPT)
+    assert response.status_code == 302
+    assert response["Location"] == f"/accounts/login/?next={path}"
+
+
+@pytest.mark.parametrize("path", ["/api/docs/", "/api/schema/"])
+@pytest.mark.parametrize("accept", ["*/*", "application/json", "application/vnd.oai.openapi+json"])
+def test_api_clients_not_signed_in_still_get_a_401_json(client: Any, path: str, accept: str) -> None:
+    response = client.get(path, HTTP_ACCEPT=accept)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert "detail" in response.json()
+
+
+def test_a_wrong_api_key_from_a_browser_like_client_is_still_a_401(client: Any) -> None:
+    response = client.get("/api/schema/", HTTP_ACCEPT=BROWSER_ACCEPT, HTTP_AUTHORIZATION="Bearer ahk_wrong")
+    assert response.status_code == 401
