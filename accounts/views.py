@@ -8,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.views import LoginView, redirect_to_login
-from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseForbidden, JsonResponse
 
 from accounts.authentication import REALM
 from accounts.oidc import oidc_enabled
@@ -35,7 +35,7 @@ class AutohealLoginView(LoginView):
         return context
 
 
-def browser_login_redirect(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+def browser_login_redirect(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
     """For a page served by DRF (the API schema and docs): who is not signed in gets a useful answer.
 
     A browser (it asks for ``text/html``) is sent to the login page and back here afterwards, like
@@ -45,7 +45,7 @@ def browser_login_redirect(view: Callable[..., HttpResponse]) -> Callable[..., H
     """
 
     @wraps(view)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if request.user.is_authenticated or "HTTP_AUTHORIZATION" in request.META:
             return view(request, *args, **kwargs)
         if "text/html" in request.headers.get("Accept", ""):
