@@ -6,6 +6,8 @@ from audit.streams.views import events_view
 from dashboard import ops, views
 
 urlpatterns = [
+    # Pages name their icon; this answers the browsers (and the admin's pages) that ask the root.
+    path("favicon.ico", views.favicon, name="favicon"),
     path("events", events_view, name="events"),
     path("console", views.console, name="console"),
     path("ops/", ops.ops, name="ops"),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.shortcuts import render
+from django.templatetags.static import static
 from django.views.decorators.http import require_GET
 
 from accounts.roles import is_ops
@@ -15,6 +16,12 @@ from audit.streams.storage import stream_backlog
 
 # Rows rendered with the page, so it is never empty before the first live event.
 CONSOLE_BACKLOG = 100
+
+
+@require_GET
+def favicon(request: HttpRequest) -> HttpResponse:
+    """``GET /favicon.ico``: the icon, for browsers and pages (the admin's) that ask the root."""
+    return HttpResponsePermanentRedirect(static("dashboard/favicon.svg"))
 
 
 @require_GET

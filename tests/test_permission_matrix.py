@@ -37,6 +37,7 @@ MATRIX: dict[str, tuple[str, dict[str, str]]] = {
     "api/switch": ("/api/switch", {"GET": OPS, "POST": ADMIN}),
     "api/schema/": ("/api/schema/", {"GET": OPS}),
     "api/docs/": ("/api/docs/", {"GET": OPS}),
+    "favicon.ico": ("/favicon.ico", {"GET": PUBLIC}),
     "ops/": ("/ops/", {"GET": OPS}),
     "ops/switch": ("/ops/switch", {"POST": ADMIN}),
     "ops/ack": ("/ops/ack", {"POST": OPS}),

@@ -30,6 +30,14 @@
     if (typeof Chart === "undefined" || !data) {
       return;
     }
+    // Days as MM-DD, as many as fit without slanting.
+    var dayAxis = {
+      ticks: {
+        maxRotation: 0,
+        autoSkip: true,
+        callback: function (value) { return String(data.labels[value]).slice(5); },
+      },
+    };
     var common = {
       responsive: true,
       maintainAspectRatio: false,
@@ -47,30 +55,38 @@
         ],
       },
       options: Object.assign({}, common, {
-        scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } },
+        scales: {
+          x: Object.assign({ stacked: true }, dayAxis),
+          y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } },
+        },
       }),
     });
+    // Bars, not lines: a day is a bar whatever the days around it hold, so one day of data reads
+    // at a glance (a line through mostly empty days is a lone dot at the edge). The target is a
+    // dashed line across the whole span, and the axes reach past it so it is always in view.
     new Chart(document.getElementById("chart-success"), {
-      type: "line",
+      type: "bar",
       data: {
         labels: data.labels,
         datasets: [
-          { label: "success rate", data: data.success_rate, borderColor: BLUE, backgroundColor: BLUE, spanGaps: true },
+          { label: "success rate", data: data.success_rate, backgroundColor: BLUE },
           targetLine(data.labels, data.targets.success_rate, "target"),
         ],
       },
-      options: Object.assign({}, common, { scales: { y: { min: 0, max: 100 } } }),
+      options: Object.assign({}, common, { scales: { x: dayAxis, y: { min: 0, max: 100 } } }),
     });
     new Chart(document.getElementById("chart-ttr"), {
-      type: "line",
+      type: "bar",
       data: {
         labels: data.labels,
         datasets: [
-          { label: "time to remediate", data: data.mttr_seconds, borderColor: BLUE, backgroundColor: BLUE, spanGaps: true },
+          { label: "time to remediate", data: data.mttr_seconds, backgroundColor: BLUE },
           targetLine(data.labels, data.targets.mttr_seconds, "target"),
         ],
       },
-      options: Object.assign({}, common, { scales: { y: { beginAtZero: true } } }),
+      options: Object.assign({}, common, {
+        scales: { x: dayAxis, y: { beginAtZero: true, suggestedMax: data.targets.mttr_seconds * 1.25 } },
+      }),
     });
   }
 
