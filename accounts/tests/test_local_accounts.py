@@ -88,7 +88,16 @@ def test_the_admin_login_goes_through_the_one_login_page(client: Any, make_user:
     client.force_login(make_user("opsonly", ["ops"]))
     page = client.get(response["Location"])
     assert page.status_code == 200
-    assert b"does not have access" in page.content
+    # An ops user is told the page needs the admin role, not asked for a role they already hold.
+    assert b"That page needs the <strong>admin</strong> role" in page.content
+    assert b"with the <strong>ops</strong> role" in page.content
+
+
+def test_a_user_without_a_role_is_told_which_roles_open_the_page(client: Any, make_user: Any) -> None:
+    client.force_login(make_user("nobody", []))
+    page = client.get("/accounts/login/?next=/ops/")
+    assert b"which has no role here" in page.content
+    assert b"needs the <strong>ops</strong> or <strong>admin</strong> role" in page.content
 
 
 def test_local_login_form_is_off_when_single_sign_on_is_the_way_in(client: Any, settings: Any, make_user: Any) -> None:
