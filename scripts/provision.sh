@@ -67,6 +67,23 @@ apt_install() {
   log "installing ${missing[*]}"
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if printf '%s\n' "${missing[@]}" | grep -qx postgresql; then
+    postgres_for_tests "${sudo[@]}"
+  fi
+}
+
+postgres_for_tests() {
+  # Only for a PostgreSQL this script has just installed (an empty cluster): the tests connect as
+  # the postgres role over 127.0.0.1 without a password (AUTOHEAL_TEST_DATABASE_URL's default),
+  # which Debian's default pg_hba.conf refuses. Loopback only; an existing cluster is never touched.
+  local hba
+  for hba in /etc/postgresql/*/main/pg_hba.conf; do
+    [ -f "$hba" ] || continue
+    if ! "$@" grep -q '^host all postgres 127.0.0.1/32 trust' "$hba"; then
+      log "letting the postgres role in over 127.0.0.1 without a password ($hba)"
+      "$@" sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"
+    fi
+  done
 }
 
 python_env() {
