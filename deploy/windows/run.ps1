@@ -17,7 +17,7 @@ $python = ".venv\Scripts\python.exe"
 if ($LASTEXITCODE -ne 0) { throw "pip install failed" }
 & $python manage.py migrate --noinput
 if ($LASTEXITCODE -ne 0) { throw "migrate failed" }
-& $python manage.py autoheal_policies import deploy\policies\demo.yaml
+& $python manage.py autoheal_policies import deploy\policies\demo.yaml --if-empty
 if ($LASTEXITCODE -ne 0) { throw "policy import failed" }
 
 if (-not $env:AUTOHEAL_WEBHOOK_TOKENS -and -not $env:AUTOHEAL_WEBHOOK_TOKENS_FILE) {
