@@ -8,9 +8,9 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from accounts.ratelimit import peer_is_trusted_proxy
+from accounts.ratelimit import peer_is_trusted_proxy, route_name
 
-METRICS_PATH = "/metrics"
+METRICS_ROUTE = "prometheus-django-metrics"
 
 
 class UntrustedProxyHeadersMiddleware:
@@ -42,7 +42,7 @@ class MetricsTokenMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         expected = getattr(settings, "AUTOHEAL_METRICS_TOKEN", "")
-        if expected and request.path == METRICS_PATH:
+        if expected and route_name(request) == METRICS_ROUTE:
             scheme, _, presented = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected.encode()):
                 response = JsonResponse({"error": "the metrics need the metrics bearer token"}, status=401)
