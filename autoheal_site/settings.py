@@ -22,6 +22,7 @@ from autoheal_site.env import (
     env_str,
     parse_rate,
 )
+from remediation.trust import parse_url_prefixes
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VERSION = "0.1.0"
@@ -312,7 +313,17 @@ AUTOHEAL_LEASE_SECONDS = env_int("AUTOHEAL_LEASE_SECONDS", 60)
 AUTOHEAL_MAX_RETRIES = env_int("AUTOHEAL_MAX_RETRIES", 3)
 AUTOHEAL_WORKER_POLL_SECONDS = env_int("AUTOHEAL_WORKER_POLL_SECONDS", 2)
 AUTOHEAL_WAKEUP = env_str("AUTOHEAL_WAKEUP", "auto").strip().lower()  # auto | postgres | redis | local
+# What actions may reach at all, decided by the operator (docs/security.md); a policy (the admin
+# role) can only stay within these. Empty means none.
 AUTOHEAL_WEBHOOK_ACTION_ALLOW = env_list("AUTOHEAL_WEBHOOK_ACTION_ALLOW")
+AUTOHEAL_COMMAND_ALLOW = env_list("AUTOHEAL_COMMAND_ALLOW")
+AUTOHEAL_ACTION_SECRETS = env_list("AUTOHEAL_ACTION_SECRETS")
+try:
+    parse_url_prefixes(AUTOHEAL_WEBHOOK_ACTION_ALLOW, source="AUTOHEAL_WEBHOOK_ACTION_ALLOW")
+except ValueError as _exc:
+    raise ImproperlyConfigured(str(_exc)) from None
+if _relative := [p for p in AUTOHEAL_COMMAND_ALLOW if not os.path.isabs(p)]:
+    raise ImproperlyConfigured(f"AUTOHEAL_COMMAND_ALLOW lists absolute paths only, not {', '.join(_relative)}")
 for _name in (
     "AUTOHEAL_CIRCUIT_MAX_ACTIONS",
     "AUTOHEAL_CIRCUIT_MAX_FAILURES",
