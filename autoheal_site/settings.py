@@ -31,7 +31,10 @@ AUTOHEAL_ENV = env_str("AUTOHEAL_ENV", "development").strip().lower()
 PRODUCTION = AUTOHEAL_ENV == "production"
 DATA_DIR = Path(env_str("AUTOHEAL_DATA_DIR", str(BASE_DIR / "var")))
 
-DEBUG = env_bool("AUTOHEAL_DEBUG", not PRODUCTION)
+# Off unless asked for explicitly, in every environment: the debug page is for a developer's own
+# machine. When on, it masks every setting that holds a credential (autoheal_site/debug_page.py).
+DEBUG = env_bool("AUTOHEAL_DEBUG", False)
+DEFAULT_EXCEPTION_REPORTER_FILTER = "autoheal_site.debug_page.CredentialMaskingFilter"
 SECRET_KEY = env_secret("SECRET_KEY")
 ALLOWED_HOSTS = env_list("AUTOHEAL_ALLOWED_HOSTS", "" if PRODUCTION else "localhost,127.0.0.1,[::1],testserver")
 
@@ -79,6 +82,7 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "accounts.middleware.UntrustedProxyHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "accounts.middleware.XSSProtectionHeaderMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
