@@ -66,6 +66,11 @@ def _jwt_user(token: str) -> Any:
     return identity_user(issuer=claims["iss"], sub=str(claims["sub"]), roles=roles, claims=claims, login=False)
 
 
+def token_user(token: str) -> Any:
+    """The user behind a bearer token, read afresh (no cache); BearerError when it is refused."""
+    return _apikey_user(token) if token.startswith(API_KEY_PREFIX) else _jwt_user(token)
+
+
 def bearer_user(request: HttpRequest) -> Any | None:
     """The user behind the request's bearer token (cached on the request), None without one.
 
@@ -80,7 +85,7 @@ def bearer_user(request: HttpRequest) -> Any | None:
     if token is None:
         return None
     try:
-        user = _apikey_user(token) if token.startswith(API_KEY_PREFIX) else _jwt_user(token)
+        user = token_user(token)
     except BearerError as exc:
         setattr(request, _CACHE_ATTR, exc)
         raise

@@ -8,6 +8,9 @@ audit view looking like a static file. Here a prefix counts only when the direct
 ``AUTOHEAL_TRUSTED_PROXIES``; from anyone else it is folded back into the path, which then routes
 (or fails to route) exactly as written.
 
+On the ASGI side, stream requests are let through their set-up a few at a time (see
+``STREAM_SETUP_CONCURRENCY``).
+
 The live stream never ends, and a WSGI server would give it a request thread forever (Django
 cannot stream an asynchronous iterator over WSGI: it reads it to the end first). So the WSGI
 application answers 404 to anything Django would route to ``/events``, whatever its spelling,
@@ -16,7 +19,9 @@ before a thread is spent on it.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -60,8 +65,25 @@ class WSGIGuard:
         return self.application(environ, start_response)
 
 
+# Stream requests whose answer has not started yet, per process. Before its view runs, a request
+# passes the session, authentication and rate-limit middleware, each of which may open a database
+# connection; a burst of hundreds of stream opens (every console reconnecting after a restart)
+# would open that many connections at once and PostgreSQL would refuse the rest ("too many
+# clients": 500s). The answer's start is when the view has handed its connection back.
+STREAM_SETUP_CONCURRENCY = 8
+_stream_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def _stream_gate() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    gate = _stream_gates.get(loop)
+    if gate is None:
+        gate = _stream_gates[loop] = asyncio.Semaphore(STREAM_SETUP_CONCURRENCY)
+    return gate
+
+
 class ASGIGuard:
-    """The ASGI application with the script-prefix rule (module doc)."""
+    """The ASGI application with the script-prefix rule and the stream set-up gate (module doc)."""
 
     def __init__(self, application: Callable[..., Any]) -> None:
         self.application = application
@@ -71,4 +93,26 @@ class ASGIGuard:
             client = scope.get("client") or ("", 0)
             if not address_is_trusted_proxy(str(client[0])):
                 scope = {**scope, "root_path": ""}
-        await self.application(scope, receive, send)
+        path_info = str(scope.get("path", "")).removeprefix(str(scope.get("root_path") or "")) or "/"
+        if scope["type"] != "http" or not routes_to_stream(path_info):
+            await self.application(scope, receive, send)
+            return
+        gate = _stream_gate()
+        await gate.acquire()
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                gate.release()
+
+        async def send_releasing(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                release()
+            await send(message)
+
+        try:
+            await self.application(scope, receive, send_releasing)
+        finally:
+            release()

@@ -170,6 +170,16 @@ AUTOHEAL_STREAM_KEEPALIVE_SECONDS = float(env_int("AUTOHEAL_STREAM_KEEPALIVE_SEC
 AUTOHEAL_STREAM_POLL_SECONDS = float(env_int("AUTOHEAL_STREAM_POLL_SECONDS", 1))
 AUTOHEAL_STREAM_MAX_PENDING = env_int("AUTOHEAL_STREAM_MAX_PENDING", 1000)
 AUTOHEAL_STREAM_REPLAY_MAX = env_int("AUTOHEAL_STREAM_REPLAY_MAX", 10000)
+# An open stream re-checks its credential this often (at most 30 s; it wakes at each keep-alive,
+# so the keep-alive may not be longer), and one user may hold this many streams at once.
+AUTOHEAL_STREAM_RECHECK_SECONDS = env_int("AUTOHEAL_STREAM_RECHECK_SECONDS", 30)
+AUTOHEAL_STREAM_MAX_PER_USER = env_int("AUTOHEAL_STREAM_MAX_PER_USER", 20)
+if not 0 < AUTOHEAL_STREAM_RECHECK_SECONDS <= 30:
+    raise ImproperlyConfigured("AUTOHEAL_STREAM_RECHECK_SECONDS must be from 1 to 30")
+if not 0 < AUTOHEAL_STREAM_KEEPALIVE_SECONDS <= AUTOHEAL_STREAM_RECHECK_SECONDS:
+    raise ImproperlyConfigured("AUTOHEAL_STREAM_KEEPALIVE_SECONDS must be from 1 to AUTOHEAL_STREAM_RECHECK_SECONDS")
+if AUTOHEAL_STREAM_MAX_PER_USER <= 0:
+    raise ImproperlyConfigured("AUTOHEAL_STREAM_MAX_PER_USER must be a positive integer")
 
 # --- Auth -----------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
