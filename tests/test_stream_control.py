@@ -29,11 +29,15 @@ def sse() -> Iterator[Callable[..., SSEClient]]:
 
 
 @pytest.fixture(autouse=True)
-def _no_stream_places_left_over() -> None:
-    """The per-user counts live in Redis; user ids repeat between transactional tests."""
+def _no_stream_places_left_over() -> Iterator[None]:
+    """The per-user counts live in Redis and outlive a stopped server by their expiry (90 s); user
+    ids repeat between test sessions, so no test here leaves places behind for the next one."""
     import redis
 
     raw = redis.Redis.from_url(os.environ["AUTOHEAL_TEST_REDIS_URL"])
+    for key in raw.scan_iter("*autoheal:streams:*"):
+        raw.delete(key)
+    yield
     for key in raw.scan_iter("*autoheal:streams:*"):
         raw.delete(key)
 
