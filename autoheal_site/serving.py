@@ -23,10 +23,11 @@ import asyncio
 import json
 import weakref
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from typing import Any
 
 from django.core.handlers.wsgi import get_path_info
-from django.urls import Resolver404, resolve
+from django.urls import Resolver404, resolve, reverse
 
 from accounts.ratelimit import address_is_trusted_proxy
 
@@ -36,8 +37,15 @@ _STREAM_REFUSAL = json.dumps(
 ).encode()
 
 
+@lru_cache(maxsize=1)
+def _stream_word() -> str:
+    return reverse(STREAM_ROUTE).strip("/")
+
+
 def routes_to_stream(path_info: str) -> bool:
     """Whether Django would hand ``path_info`` (decoded, as Django routes it) to the live stream."""
+    if _stream_word() not in path_info:
+        return False  # no resolving on every other request: a stream path contains its route's text
     try:
         return resolve(path_info).url_name == STREAM_ROUTE
     except Resolver404:
