@@ -1,4 +1,4 @@
-"""A policy as data: defaults, field checks and the YAML shape of INTERFACE.md. Pure.
+"""A policy as data: defaults, field checks and the YAML shape of INTERFACE.md.
 
 ``policy_validate`` is the one place that says what a valid policy is; the admin form, the YAML
 import and the services all go through it, so a policy that passes one passes all. Besides its
