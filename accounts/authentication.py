@@ -17,11 +17,12 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
+from accounts.ratelimit import route_name
 from accounts.services import API_KEY_PREFIX, apikey_check, identity_user
 
 REALM = 'Bearer realm="autoheal"'
-# Paths that check their own bearer token (the webhook token, the metrics token).
-OWN_TOKEN_PATHS = ("/alert", "/metrics")
+# Routes that check their own bearer token (the webhook token, the metrics token).
+OWN_TOKEN_ROUTES = ("alert-webhook", "prometheus-django-metrics")
 _CACHE_ATTR = "_autoheal_bearer"
 
 
@@ -65,6 +66,11 @@ def _jwt_user(token: str) -> Any:
     return identity_user(issuer=claims["iss"], sub=str(claims["sub"]), roles=roles, claims=claims, login=False)
 
 
+def token_user(token: str) -> Any:
+    """The user behind a bearer token, read afresh (no cache); BearerError when it is refused."""
+    return _apikey_user(token) if token.startswith(API_KEY_PREFIX) else _jwt_user(token)
+
+
 def bearer_user(request: HttpRequest) -> Any | None:
     """The user behind the request's bearer token (cached on the request), None without one.
 
@@ -79,7 +85,7 @@ def bearer_user(request: HttpRequest) -> Any | None:
     if token is None:
         return None
     try:
-        user = _apikey_user(token) if token.startswith(API_KEY_PREFIX) else _jwt_user(token)
+        user = token_user(token)
     except BearerError as exc:
         setattr(request, _CACHE_ATTR, exc)
         raise
@@ -105,7 +111,7 @@ class BearerTokenMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if bearer_token(request) is not None and request.path not in OWN_TOKEN_PATHS:
+        if bearer_token(request) is not None and route_name(request) not in OWN_TOKEN_ROUTES:
             try:
                 user: Any = bearer_user(request)
             except BearerError as exc:
@@ -128,7 +134,7 @@ class _BearerAuthentication(BaseAuthentication):
 
     def authenticate(self, request: Request) -> tuple[Any, None] | None:
         token = bearer_token(request._request)
-        if token is None or not self.handles(token) or request._request.path in OWN_TOKEN_PATHS:
+        if token is None or not self.handles(token) or route_name(request._request) in OWN_TOKEN_ROUTES:
             return None
         try:
             user = bearer_user(request._request)

@@ -30,11 +30,13 @@ from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import Resolver404, resolve
 
 logger = logging.getLogger(__name__)
 
-EXEMPT_PATHS = frozenset({"/", "/readyz", "/metrics"})
-WEBHOOK_PATH = "/alert"
+# Route names (see the apps' urls.py): health probes, the Prometheus exposition, the webhook.
+EXEMPT_ROUTES = frozenset({"health", "readyz", "prometheus-django-metrics"})
+WEBHOOK_ROUTE = "alert-webhook"
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -51,10 +53,32 @@ def _trusted(address: str, networks: Iterable[IPNetwork]) -> bool:
     return any(ip in network for network in networks)
 
 
+def address_is_trusted_proxy(address: str) -> bool:
+    """Whether ``address`` (a direct peer) is one of ``AUTOHEAL_TRUSTED_PROXIES``."""
+    networks = _networks(tuple(getattr(settings, "AUTOHEAL_TRUSTED_PROXIES", ())))
+    return bool(networks) and _trusted(address, networks)
+
+
 def peer_is_trusted_proxy(request: HttpRequest) -> bool:
     """Whether the direct peer is one of ``AUTOHEAL_TRUSTED_PROXIES``."""
-    networks = _networks(tuple(getattr(settings, "AUTOHEAL_TRUSTED_PROXIES", ())))
-    return bool(networks) and _trusted(request.META.get("REMOTE_ADDR", ""), networks)
+    return address_is_trusted_proxy(request.META.get("REMOTE_ADDR", ""))
+
+
+def route_name(request: HttpRequest) -> str | None:
+    """The name of the route Django resolves this request to (``None`` when none matches).
+
+    Guards key on this, never on ``request.path``: the path also carries the script prefix, and
+    what a guard must protect is the view that will run, however the path was spelt.
+    """
+    cached = request.__dict__.get("_autoheal_route", False)
+    if cached is not False:
+        return cached
+    try:
+        name: str | None = resolve(request.path_info).url_name
+    except Resolver404:
+        name = None
+    request.__dict__["_autoheal_route"] = name
+    return name
 
 
 def client_ip(request: HttpRequest) -> str:
@@ -105,9 +129,9 @@ def _hit(key: str, window: int) -> int:
 
 
 def _caller(request: HttpRequest) -> str:
-    from accounts.authentication import OWN_TOKEN_PATHS, BearerError, bearer_token, bearer_user
+    from accounts.authentication import OWN_TOKEN_ROUTES, BearerError, bearer_token, bearer_user
 
-    if bearer_token(request) is not None and request.path not in OWN_TOKEN_PATHS:
+    if bearer_token(request) is not None and route_name(request) not in OWN_TOKEN_ROUTES:
         # Bearer callers are counted as their user; a refused token counts against the client's
         # address, so guessing API keys or tokens is rate-limited like any anonymous traffic.
         try:
@@ -128,10 +152,10 @@ class RateLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        path = request.path
-        if path in EXEMPT_PATHS or path.startswith(settings.STATIC_URL):
+        route = route_name(request)
+        if route in EXEMPT_ROUTES or (route is None and request.path_info.startswith(settings.STATIC_URL)):
             return self.get_response(request)
-        webhook = path == WEBHOOK_PATH
+        webhook = route == WEBHOOK_ROUTE
         if webhook:
             limit, window = settings.AUTOHEAL_WEBHOOK_RATE_LIMIT
             caller = f"wh{client_ip(request)}"

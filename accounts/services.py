@@ -80,7 +80,7 @@ def apikey_create(*, name: str, role: str, created_by: str) -> tuple[ApiKey, str
         with transaction.atomic():
             if ApiKey.objects.filter(name=name).exists():
                 raise AccountError(f"an API key named {name!r} already exists (revoked keys keep their name)")
-            user = User.objects.create_user(username=f"apikey:{name}")
+            user = User.objects.create_user(username=f"{SERVICE_USER_PREFIX}{name}")
             user.set_unusable_password()
             user.save()
             roles_set(user=user, roles=[role])
@@ -246,9 +246,29 @@ def local_user_set_active(*, username: str, active: bool, actor: str) -> Any:
     return user
 
 
+# Usernames Autoheal gives its own kinds of account: an API key's service user is "apikey:NAME".
+SERVICE_USER_PREFIX = "apikey:"
+RESERVED_USERNAME_PREFIXES = (SERVICE_USER_PREFIX,)
+# What a name from an identity provider may keep: the characters Django allows in local usernames
+# (so never ":", the separator of the reserved forms); anything else becomes "-".
+_IDENTITY_NAME_UNSAFE = re.compile(r"[^\w.@+-]")
+
+
+def identity_username_base(raw: str) -> str:
+    """A provider's name for someone, made safe: never a reserved form such as ``apikey:NAME``.
+
+    ``preferred_username`` and ``email`` are chosen by the user at many providers; taken as they
+    are, ``apikey:ci-deploy`` would impersonate that API key in the audit trail and block the name.
+    """
+    name = _IDENTITY_NAME_UNSAFE.sub("-", raw.strip())
+    while name.lower().startswith(tuple(p.rstrip(":") + "-" for p in RESERVED_USERNAME_PREFIXES)):
+        name = "user-" + name
+    return name
+
+
 def _free_username(base: str, issuer: str, sub: str) -> str:
     User = get_user_model()
-    base = (base or sub)[:120]
+    base = identity_username_base(base or sub)[:120] or "user"
     if not User.objects.filter(username=base).exists():
         return base
     # Never take over an existing account with the same name: a subject is a new person until

@@ -66,6 +66,9 @@ class TimeBoundField(forms.CharField):
             return timezone.now() - parse_duration(text)
         except ValueError:
             pass
+        except OverflowError:
+            # 999999999d or 10**20 s: a valid shape, but further back than any time there is.
+            raise forms.ValidationError("the duration reaches back beyond year 1", code="out_of_range") from None
         try:
             parsed = parse_datetime(text.replace(" ", "+") if "T" in text else text)
         except ValueError:
@@ -75,7 +78,11 @@ class TimeBoundField(forms.CharField):
                 "expected an ISO 8601 time like 2026-01-31T12:00:00Z or a duration like 30s, 15m, 2h, 7d",
                 code="invalid",
             )
-        return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
+        try:
+            # In UTC, as it is compared: 9999-12-31T23:59:59-23:59 is past the last representable time.
+            return parsed.astimezone(UTC) if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
+        except OverflowError:
+            raise forms.ValidationError("the time is outside years 1 to 9999 in UTC", code="out_of_range") from None
 
 
 class KindFilter(django_filters.Filter):

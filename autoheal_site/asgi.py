@@ -1,4 +1,8 @@
-"""ASGI entry point: daphne serves HTTP and the SSE stream from here."""
+"""ASGI entry point: daphne serves HTTP and the SSE stream from here.
+
+``ASGIGuard`` (autoheal_site/serving.py) ignores a ``Daphne-Root-Path`` that is not from a trusted
+proxy.
+"""
 
 import gc
 import os
@@ -10,7 +14,11 @@ from autoheal_site.startup import settings_or_exit
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "autoheal_site.settings")
 settings_or_exit()
 
-application = get_asgi_application()
+_django = get_asgi_application()
+
+from autoheal_site.serving import ASGIGuard  # noqa: E402  # needs the settings loaded above
+
+application = ASGIGuard(_django)
 
 # Garbage collection stops the event loop, and a full collection walks every tracked object: with
 # hundreds of open streams that was a 100-300 ms pause every few seconds (bench/sse_fanout.py).

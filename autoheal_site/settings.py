@@ -22,6 +22,7 @@ from autoheal_site.env import (
     env_str,
     parse_rate,
 )
+from remediation.trust import parse_url_prefixes
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VERSION = "0.1.0"
@@ -30,7 +31,10 @@ AUTOHEAL_ENV = env_str("AUTOHEAL_ENV", "development").strip().lower()
 PRODUCTION = AUTOHEAL_ENV == "production"
 DATA_DIR = Path(env_str("AUTOHEAL_DATA_DIR", str(BASE_DIR / "var")))
 
-DEBUG = env_bool("AUTOHEAL_DEBUG", not PRODUCTION)
+# Off unless asked for explicitly, in every environment: the debug page is for a developer's own
+# machine. When on, it masks every setting that holds a credential (autoheal_site/debug_page.py).
+DEBUG = env_bool("AUTOHEAL_DEBUG", False)
+DEFAULT_EXCEPTION_REPORTER_FILTER = "autoheal_site.debug_page.CredentialMaskingFilter"
 SECRET_KEY = env_secret("SECRET_KEY")
 ALLOWED_HOSTS = env_list("AUTOHEAL_ALLOWED_HOSTS", "" if PRODUCTION else "localhost,127.0.0.1,[::1],testserver")
 
@@ -80,6 +84,7 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "accounts.middleware.UntrustedProxyHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "accounts.middleware.XSSProtectionHeaderMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -167,6 +172,16 @@ AUTOHEAL_STREAM_KEEPALIVE_SECONDS = float(env_int("AUTOHEAL_STREAM_KEEPALIVE_SEC
 AUTOHEAL_STREAM_POLL_SECONDS = float(env_int("AUTOHEAL_STREAM_POLL_SECONDS", 1))
 AUTOHEAL_STREAM_MAX_PENDING = env_int("AUTOHEAL_STREAM_MAX_PENDING", 1000)
 AUTOHEAL_STREAM_REPLAY_MAX = env_int("AUTOHEAL_STREAM_REPLAY_MAX", 10000)
+# An open stream re-checks its credential this often (at most 30 s; it wakes at each keep-alive,
+# so the keep-alive may not be longer), and one user may hold this many streams at once.
+AUTOHEAL_STREAM_RECHECK_SECONDS = env_int("AUTOHEAL_STREAM_RECHECK_SECONDS", 30)
+AUTOHEAL_STREAM_MAX_PER_USER = env_int("AUTOHEAL_STREAM_MAX_PER_USER", 20)
+if not 0 < AUTOHEAL_STREAM_RECHECK_SECONDS <= 30:
+    raise ImproperlyConfigured("AUTOHEAL_STREAM_RECHECK_SECONDS must be from 1 to 30")
+if not 0 < AUTOHEAL_STREAM_KEEPALIVE_SECONDS <= AUTOHEAL_STREAM_RECHECK_SECONDS:
+    raise ImproperlyConfigured("AUTOHEAL_STREAM_KEEPALIVE_SECONDS must be from 1 to AUTOHEAL_STREAM_RECHECK_SECONDS")
+if AUTOHEAL_STREAM_MAX_PER_USER <= 0:
+    raise ImproperlyConfigured("AUTOHEAL_STREAM_MAX_PER_USER must be a positive integer")
 
 # --- Auth -----------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -240,7 +255,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # JSON bodies only: a form post is what a cross-site page can send without a CORS preflight.
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["autoheal_site.parsers.JSONParser"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
@@ -314,7 +329,17 @@ AUTOHEAL_LEASE_SECONDS = env_int("AUTOHEAL_LEASE_SECONDS", 60)
 AUTOHEAL_MAX_RETRIES = env_int("AUTOHEAL_MAX_RETRIES", 3)
 AUTOHEAL_WORKER_POLL_SECONDS = env_int("AUTOHEAL_WORKER_POLL_SECONDS", 2)
 AUTOHEAL_WAKEUP = env_str("AUTOHEAL_WAKEUP", "auto").strip().lower()  # auto | postgres | redis | local
+# What actions may reach at all, decided by the operator (docs/security.md); a policy (the admin
+# role) can only stay within these. Empty means none.
 AUTOHEAL_WEBHOOK_ACTION_ALLOW = env_list("AUTOHEAL_WEBHOOK_ACTION_ALLOW")
+AUTOHEAL_COMMAND_ALLOW = env_list("AUTOHEAL_COMMAND_ALLOW")
+AUTOHEAL_ACTION_SECRETS = env_list("AUTOHEAL_ACTION_SECRETS")
+try:
+    parse_url_prefixes(AUTOHEAL_WEBHOOK_ACTION_ALLOW, source="AUTOHEAL_WEBHOOK_ACTION_ALLOW")
+except ValueError as _exc:
+    raise ImproperlyConfigured(str(_exc)) from None
+if _relative := [p for p in AUTOHEAL_COMMAND_ALLOW if not os.path.isabs(p)]:
+    raise ImproperlyConfigured(f"AUTOHEAL_COMMAND_ALLOW lists absolute paths only, not {', '.join(_relative)}")
 for _name in (
     "AUTOHEAL_CIRCUIT_MAX_ACTIONS",
     "AUTOHEAL_CIRCUIT_MAX_FAILURES",

@@ -44,6 +44,8 @@ def server_env(base: dict[str, str], **extra: str) -> dict[str, str]:
             # they measure the work, not the limiter (the limiter's own cost is still paid).
             "AUTOHEAL_RATE_LIMIT": "100000000/60s",
             "AUTOHEAL_WEBHOOK_RATE_LIMIT": "100000000/60s",
+            # The stream benchmark opens hundreds of streams as one user; the cap is per user.
+            "AUTOHEAL_STREAM_MAX_PER_USER": "100000",
             "PYTHONUNBUFFERED": "1",
         }
     )

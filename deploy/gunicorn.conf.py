@@ -22,3 +22,8 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("AUTOHEAL_LOG_LEVEL", "info").lower()
+# gunicorn believes X-Forwarded-Proto and a SCRIPT_NAME header from the peers listed here (by
+# default loopback). Autoheal decides that itself, from AUTOHEAL_TRUSTED_PROXIES only (see
+# docs/security.md): gunicorn trusts no peer and passes no routing header through.
+forwarded_allow_ips = ""
+forwarder_headers = ""

@@ -10,8 +10,11 @@ The semantics follow Alertmanager's:
 - a quoted value understands the escapes ``\\"``, ``\\\\`` and ``\\n``; any other backslash is kept
   as written, so ``=~"\\d+"`` is the regex ``\\d+``.
 
-Regexes are checked against what Alertmanager itself (Go's RE2) accepts: look-around and
-back-references are refused instead of silently meaning something Alertmanager never would.
+Regexes are compiled by RE2 (the ``google-re2`` package), the engine behind Go's ``regexp`` that
+Alertmanager uses: matching takes time linear in the value, whatever the pattern, so a pattern like
+``(a+)+`` cannot stall the process that evaluates it. RE2's syntax is Alertmanager's: look-around
+and back-references are refused instead of silently meaning something Alertmanager never would,
+``\\d`` and ``\\w`` are ASCII, and ``.`` does not match a newline.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+import re2
 
 EQUAL = "="
 NOT_EQUAL = "!="
@@ -26,12 +32,17 @@ REGEX = "=~"
 NOT_REGEX = "!~"
 OPERATORS = (EQUAL, NOT_EQUAL, REGEX, NOT_REGEX)
 
-# name, operator, raw value; "=~" and "!~" are tried before "=" so "a=~b" is a regex matcher.
-_MATCHER = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$", re.DOTALL)
+# name and operator; "=~" and "!~" are tried before "=" so "a=~b" is a regex matcher. The rest of
+# the text, stripped, is the raw value (no regex over it: long values cost linear time).
+_MATCHER = re.compile(r"\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(=~|!~|!=|=)")
 _LEADING_NAME = re.compile(r"^\s*([^\s=!~]*)")
 # Group openings Python accepts but RE2 (Alertmanager) does not: look-around, named
 # back-references and conditionals.
 _NOT_RE2_GROUPS = ("(?=", "(?!", "(?<=", "(?<!", "(?P=", "(?(")
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a refused pattern is reported to whoever wrote it, not to stderr
 
 
 class MatcherError(ValueError):
@@ -45,7 +56,7 @@ class Matcher:
     name: str
     op: str
     value: str
-    _regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    _regex: Any = field(default=None, compare=False, repr=False)  # a compiled RE2 pattern
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         """Whether the alert's labels satisfy this matcher (a missing label is the empty string)."""
@@ -140,17 +151,19 @@ def parse_matcher(text: str) -> Matcher:
         raise MatcherError(
             f'{text!r}: not a matcher; write name=value, name!=value, name=~regex or name!~regex, e.g. alertname="X"'
         )
-    name, op, raw = found.groups()
-    value = _unescape(raw, text)
+    name, op = found.groups()
+    value = _unescape(text[found.end() :].strip(), text)
     regex = None
     if op in (REGEX, NOT_REGEX):
         problem = _re2_problem(value)
         if problem:
             raise MatcherError(f"{text!r}: {problem} are not supported by Alertmanager's regex syntax (RE2)")
         try:
-            regex = re.compile(value)
-        except re.error as exc:
-            raise MatcherError(f"{text!r}: invalid regular expression: {exc}") from None
+            # fullmatch anchors both ends, as Alertmanager's ^(?:re)$ does.
+            regex = re2.compile(value, options=_RE2_OPTIONS)
+        except re2.error as exc:
+            reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+            raise MatcherError(f"{text!r}: invalid regular expression: {reason}") from None
     return Matcher(name=name, op=op, value=value, _regex=regex)
 
 

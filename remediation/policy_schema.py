@@ -1,12 +1,15 @@
-"""A policy as data: defaults, field checks and the YAML shape of INTERFACE.md. Pure.
+"""A policy as data: defaults, field checks and the YAML shape of INTERFACE.md.
 
 ``policy_validate`` is the one place that says what a valid policy is; the admin form, the YAML
-import and the services all go through it, so a policy that passes one passes all.
+import and the services all go through it, so a policy that passes one passes all. Besides its
+shape, a policy must stay within what the operator allows in the environment (programs, webhook
+URL prefixes, secrets; see remediation/trust.py): that is read from the settings.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +18,7 @@ from urllib.parse import urlsplit
 from remediation.matchers import MatcherError, parse_matchers
 from remediation.models import DOCKER_ACTIONS, Action
 from remediation.targets import TemplateError, compile_template
+from remediation.trust import command_program, secret_name, webhook_prefix
 
 # Field order of INTERFACE.md; export writes them in this order.
 DEFAULTS: dict[str, Any] = {
@@ -80,6 +84,23 @@ def _header_value(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str) and bool(value["env"])
 
 
+def _operator_problem(action: str, params: dict[str, Any]) -> str | None:
+    """What the operator's environment settings refuse in these parameters (remediation/trust.py)."""
+    from django.conf import settings
+
+    try:
+        if action == Action.COMMAND:
+            command_program(params["argv"][0], allow=settings.AUTOHEAL_COMMAND_ALLOW, path=os.environ.get("PATH"))
+        elif action == Action.WEBHOOK:
+            for value in params.get("headers", {}).values():
+                if isinstance(value, dict):
+                    secret_name(value["env"], allow=settings.AUTOHEAL_ACTION_SECRETS)
+            webhook_prefix(params["url"], operator=settings.AUTOHEAL_WEBHOOK_ACTION_ALLOW, policy=params.get("allow"))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _params_problem(action: str, params: Any) -> str | None:
     if not isinstance(params, dict):
         return "must be a mapping (for example {} or {timeout_seconds: 30})"
@@ -123,7 +144,7 @@ def _params_problem(action: str, params: Any) -> str | None:
                 compile_template(item)
             except TemplateError as exc:
                 return f"argv[{index}]: {exc}"
-    return None
+    return _operator_problem(action, params)
 
 
 def policy_validate(data: Mapping[str, Any]) -> dict[str, Any]:

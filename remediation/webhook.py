@@ -123,6 +123,8 @@ def _handle(request: HttpRequest) -> JsonResponse:
         return _reject(request, 400, "the body is not UTF-8 JSON", {"bytes": len(body)})
     except ValueError as exc:
         return _reject(request, 400, f"the body is not JSON: {exc}", {"bytes": len(body)})
+    except RecursionError:  # the parser's depth bound (about 1000 levels); no delivery nests so deep
+        return _reject(request, 400, "the body's JSON is nested too deeply", {"bytes": len(body)})
 
     try:
         result = alert_ingest(payload=payload, source="alertmanager", actor="alertmanager")

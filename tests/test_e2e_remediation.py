@@ -24,6 +24,7 @@ from audit.models import AuditEvent
 from conftest import started_at
 from remediation.models import Alert, Job
 from remediation.tests.exec_helpers import (
+    allowed_test_programs,
     drain,
     events,
     make_alert,
@@ -61,6 +62,8 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     started: list[Any] = []
 
     def start(count: int = 1, **env: str) -> list[Any]:
+        # The operator lets the workers run the shell the command policies below use.
+        env.setdefault("AUTOHEAL_COMMAND_ALLOW", ",".join(allowed_test_programs()))
         for index in range(count):
             log = tmp_path / f"worker-{len(started)}.log"
             started.append(spawn_manage(["autoheal_worker", "--name", f"e2e-{len(started)}-{index}"], env=env, log=log))

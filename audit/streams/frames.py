@@ -60,6 +60,9 @@ class StreamFilter:
         name = (alertname or "").strip()
         if len(name) > ALERTNAME_MAX:
             raise StreamRequestError(f"alertname: longer than {ALERTNAME_MAX} characters")
+        if "\x00" in name:
+            # No stored alert name holds one (PostgreSQL text cannot), and the catch-up query fails on it.
+            raise StreamRequestError("alertname: must not contain a NUL character")
         return cls(kinds, name)
 
     def matches(self, kind: str, alertname: str) -> bool:
@@ -76,6 +79,9 @@ class StreamFilter:
         return query
 
 
+MAX_EVENT_ID = 2**63 - 1  # the audit id is a PostgreSQL bigint
+
+
 def parse_last_event_id(header: str | None, param: str | None) -> int | None:
     """The position to resume after: the ``Last-Event-ID`` header, else ``lastEventId``.
 
@@ -85,6 +91,7 @@ def parse_last_event_id(header: str | None, param: str | None) -> int | None:
     raw = (header or "").strip() or (param or "").strip()
     if not raw:
         return None
-    if not raw.isdigit():
+    # ASCII digits only (str.isdigit also takes superscripts and other scripts' digits), and within the id column's range.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > MAX_EVENT_ID:
         raise StreamRequestError("Last-Event-ID: must be an audit event id (a non-negative integer)")
     return int(raw)

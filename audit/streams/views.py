@@ -1,7 +1,9 @@
 """``GET /events``: who may open the stream, and one client's stream from catch-up to live.
 
 The view authorises with a few queries run a few at a time, hands its database connection back
-before streaming, and answers a refused or malformed request with an SSE ``stream-error``.
+before streaming, and answers a refused or malformed request with an SSE ``stream-error``. While
+the stream runs, its credential is checked again every ``AUTOHEAL_STREAM_RECHECK_SECONDS`` and
+each user may hold ``AUTOHEAL_STREAM_MAX_PER_USER`` streams (audit/streams/access.py).
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -21,6 +25,7 @@ from django.views.decorators.http import require_GET
 from django_eventstream.storage import EventDoesNotExist
 from django_eventstream.utils import add_default_headers, get_channelmanager, sse_encode_error
 
+from audit.streams.access import Credential, StreamSlot
 from audit.streams.feed import feed
 from audit.streams.frames import (
     CHANNEL,
@@ -41,7 +46,39 @@ def _stream_reset(current_id: int, reason: str) -> bytes:
     return f"id: {current_id}\nevent: stream-reset\ndata: {data}\n\n".encode()
 
 
-async def _stream(listener: AuditListener, resume_from: int | None) -> AsyncIterator[bytes]:
+@dataclass
+class StreamGuard:
+    """What keeps one stream allowed: its credential, re-checked, and its place in the user's cap."""
+
+    credential: Credential
+    slot: StreamSlot
+    period: float
+    next_check: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.next_check = time.monotonic() + self.period
+
+    async def still_allowed(self) -> bool:
+        """False once the credential no longer holds; checks at most once per period."""
+        if time.monotonic() < self.next_check:
+            return True
+        self.next_check = time.monotonic() + self.period
+        async with _setup_gate():
+            valid = await sync_to_async(self.credential.still_valid, thread_sensitive=False)()
+        if valid:
+            await sync_to_async(self.slot.refresh, thread_sensitive=False)()
+        return valid
+
+    async def release(self) -> None:
+        await sync_to_async(self.slot.release, thread_sensitive=False)()
+
+
+REVOKED_FRAME = sse_encode_error(
+    "unauthorized", "The credential of this stream was revoked or lost its role; log in again."
+).encode()
+
+
+async def _stream(listener: AuditListener, resume_from: int | None, guard: StreamGuard) -> AsyncIterator[bytes]:
     """One client's stream: catch up from the table when needed, then follow the feed."""
     await feed.start()
     feed.add(listener)  # from here on every new event is queued for this client
@@ -81,12 +118,17 @@ async def _stream(listener: AuditListener, resume_from: int | None) -> AsyncIter
             if listener.keepalive_due:
                 listener.keepalive_due = False
                 yield KEEPALIVE_FRAME
+            # Woken at least at every keep-alive tick, which is never longer than the period.
+            if not await guard.still_allowed():
+                yield REVOKED_FRAME
+                return
             # No timeout here: a timer per wait per client is hundreds of thousands of timer
             # objects a minute, and the garbage collector's pauses grow with them. The feed's one
             # keep-alive tick wakes the idle clients instead.
             await listener.aevent.wait()
     finally:
         feed.remove(listener)
+        await guard.release()
 
 
 SETUP_CONCURRENCY = 8
@@ -141,9 +183,19 @@ async def events_view(request: HttpRequest) -> HttpResponseBase:
         response = _refusal(400, "bad-request", str(exc))
         add_default_headers(response, request=request)
         return response
+    slot = StreamSlot(user_id=user.pk)
+    if not await sync_to_async(slot.acquire, thread_sensitive=False)():
+        cap = settings.AUTOHEAL_STREAM_MAX_PER_USER
+        response = _refusal(429, "too-many-streams", f"This user already has {cap} streams open; close one first.")
+        response["Retry-After"] = str(settings.AUTOHEAL_STREAM_RECHECK_SECONDS)
+        add_default_headers(response, request=request)
+        return response
+    guard = StreamGuard(
+        credential=Credential.of(request, user), slot=slot, period=float(settings.AUTOHEAL_STREAM_RECHECK_SECONDS)
+    )
     listener = AuditListener(
         user_id=user.pk, stream_filter=stream_filter, max_pending=settings.AUTOHEAL_STREAM_MAX_PENDING
     )
-    stream = StreamingHttpResponse(_stream(listener, resume_from), content_type="text/event-stream")
+    stream = StreamingHttpResponse(_stream(listener, resume_from, guard), content_type="text/event-stream")
     add_default_headers(stream, request=request)
     return stream

@@ -135,6 +135,12 @@ def test_next_link_keeps_the_filters(ops_client: Any, trail: dict[str, Any]) -> 
         ({"contains": "x" * 201}, "contains"),
         ({"alertname": "a" * 201}, "alertname"),
         ({"kinds": "ack"}, "kinds"),
+        # Valid shapes, out of range: once 500s.
+        ({"since": "999999999d"}, "since"),
+        ({"until": "99999999999999999999s"}, "until"),
+        ({"since": "9999-12-31T23:59:59-23:59"}, "since"),
+        ({"until": "0001-01-01T00:00:00+23:59"}, "until"),
+        ({"since": "9999-12-31T23:59:59.999999-00:01"}, "since"),
     ],
 )
 def test_a_bad_parameter_is_a_400_naming_it(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -120,3 +121,41 @@ def test_health_checks_ask_readyz_with_a_host_name_autoheal_allows(gateway):
         time.sleep(0.2)
         checks = [seen for seen in web.seen if seen["path"] == "/readyz" and "x-forwarded-for" not in seen]
     assert checks and checks[0]["host"] == "autoheal-web"
+
+
+def _raw_get(url: str, target: str) -> tuple[int, dict[str, str]]:
+    """GET ``target`` exactly as written (http.client sends it unchanged; requests would not)."""
+    connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=5)
+    try:
+        connection.request("GET", target)
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    return response.status, (json.loads(body) if response.status == 200 else {})
+
+
+def test_every_rule_matches_the_normalised_path_however_it_is_spelt(gateway):
+    url, web, stream = gateway
+    for target in ("/%65vents", "/ev%65nts?kind=x", "/x/../events", "/%2e/events", "//events", "/.%2e/events"):
+        answer = _raw_get(url, target)[1]
+        # Forwarded as Django will route it, so the gateway and Autoheal agree on the view.
+        assert answer["backend"] == "stream", target
+        assert answer["path"].split("?")[0] == "/events", target
+    routed = {
+        "/%61udit": "/audit",
+        "/x/../audit": "/audit",
+        "/./ops/": "/ops/",
+        "/%6Fps/": "/ops/",
+        "/%61lert": "/alert",
+        "//%61dmin/": "/admin/",
+        "/api/%73witch": "/api/switch",
+        "/%72eadyz": "/readyz",
+        "/console/../%63onsole": "/console",
+    }
+    for target, normalised in routed.items():
+        answer = _raw_get(url, target)[1]
+        assert (answer["backend"], answer["path"]) == ("web", normalised), target
+    for target in ("/%6detrics", "/%6Detrics", "/metric%73", "/x/%2e%2e/metrics", "//metrics", "/./metrics/"):
+        assert _raw_get(url, target)[0] == 403, target
+    assert not [seen for seen in web.seen + stream.seen if "etric" in seen["path"]]

@@ -3,7 +3,9 @@
 ``params.argv`` is a list of strings. Items after the first may contain ``{{ labels.NAME }}``;
 a label value is inserted only when it matches :data:`SAFE_LABEL_VALUE` (letters, digits and
 ``_ . : -``, not starting with ``-`` so a value cannot smuggle in an option such as
-``--privileged``). Anything else refuses the action and nothing runs. The program runs in its own
+``--privileged``). The program (argv[0]) must be one the operator allows in
+``AUTOHEAL_COMMAND_ALLOW`` (absolute paths; a bare name is resolved through ``PATH`` first).
+Anything else refuses the action and nothing runs. The program runs in its own
 process group with a minimal environment; on timeout the whole group is killed. Its exit status,
 stdout and stderr (truncated) go into the audit event.
 """
@@ -17,7 +19,10 @@ import signal
 import subprocess
 from typing import Any
 
+from django.conf import settings
+
 from remediation.executors import ExecResult, JobSpec, NotAllowed, timeout_for, truncate
+from remediation.trust import NotPermitted, command_program
 
 SAFE_LABEL_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _PLACEHOLDER = re.compile(r"\{\{\s*labels\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -59,19 +64,34 @@ def _render_item(index: int, item: str, labels: dict[str, str]) -> str:
     return result
 
 
+def program_path(program: str) -> str:
+    """The absolute path argv[0] runs, or NotAllowed when it is not in ``AUTOHEAL_COMMAND_ALLOW``."""
+    try:
+        return command_program(program, allow=settings.AUTOHEAL_COMMAND_ALLOW, path=_path())
+    except NotPermitted as exc:
+        raise NotAllowed(str(exc)) from None
+
+
+def _path() -> str:
+    return os.environ.get("PATH", "/usr/bin:/bin")
+
+
 def check(spec: JobSpec) -> None:
-    """Render the argv (refusing unsafe label values) and validate the timeout."""
-    render_argv(spec.params.get("argv"), spec.labels)
+    """Render the argv (refusing unsafe label values), check the program and the timeout."""
+    argv = render_argv(spec.params.get("argv"), spec.labels)
+    program_path(argv[0])
     timeout_for(spec)
 
 
 def execute(spec: JobSpec, *, timeout: float) -> ExecResult:
     """Run the program; exit status 0 is success. A timeout kills its process group."""
     argv = render_argv(spec.params.get("argv"), spec.labels)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    program = program_path(argv[0])
+    env = {"PATH": _path(), "LANG": "C.UTF-8"}
     try:
         process = subprocess.Popen(
             argv,
+            executable=program,  # the allowed path that was checked, whatever PATH says later
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

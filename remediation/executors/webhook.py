@@ -1,13 +1,15 @@
 """webhook: an HTTP POST to an allow-listed URL, never following redirects.
 
 Parameters: ``url`` (required), ``headers`` (optional: a value is a literal string, or
-``{"env": "NAME"}`` to read a secret from the worker's environment; header values are never logged
-or audited), ``timeout_seconds`` and ``allow`` (URL prefixes this policy may call, in addition to
-settings.AUTOHEAL_WEBHOOK_ACTION_ALLOW).
+``{"env": "NAME"}`` to read a secret from the worker's environment, one of the names the operator
+listed in ``AUTOHEAL_ACTION_SECRETS``; header values are never logged or audited),
+``timeout_seconds`` and ``allow`` (URL prefixes that narrow the operator's
+``AUTOHEAL_WEBHOOK_ACTION_ALLOW`` for this policy; they never widen it).
 
-The URL must start with an allow-listed prefix. Its host is resolved once and every address is
-checked: loopback, link-local, private, reserved and multicast addresses are refused unless the
-matching allow-list prefix names that very address as an IP literal (an explicit decision). For
+The URL must be under a prefix of the operator's allow-list (parsed: scheme, host, port, path; see
+remediation/trust.py). Its host is resolved once and every address is checked: anything that is
+not a public Internet address (``remediation.trust.address_is_public``) is refused unless the
+operator's matching prefix names that very address as an IP literal (an explicit decision). For
 plain HTTP the request then goes to the checked address (the Host header keeps the name), so a DNS
 answer that changes between the check and the request cannot redirect it. For HTTPS the name is
 kept for certificate verification, which a rebinding attacker cannot satisfy.
@@ -25,17 +27,23 @@ import requests
 from django.conf import settings
 
 from remediation.executors import ExecResult, JobSpec, NotAllowed, timeout_for, truncate
+from remediation.trust import NotPermitted, UrlPrefix, address_is_public, secret_name, webhook_prefix
 
 BODY_LIMIT = 2048
 DEFAULT_TIMEOUT = 10.0
 _HEADER_NAME_OK = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
-def _allow_list(spec: JobSpec) -> list[str]:
-    extra = spec.params.get("allow", [])
-    if not isinstance(extra, list) or not all(isinstance(p, str) and p for p in extra):
+def _allowed_prefix(spec: JobSpec, url: str) -> UrlPrefix:
+    narrowing = spec.params.get("allow")
+    if narrowing is not None and (
+        not isinstance(narrowing, list) or not all(isinstance(p, str) and p for p in narrowing)
+    ):
         raise NotAllowed("params.allow must be a list of URL prefixes")
-    return [*settings.AUTOHEAL_WEBHOOK_ACTION_ALLOW, *extra]
+    try:
+        return webhook_prefix(url, operator=settings.AUTOHEAL_WEBHOOK_ACTION_ALLOW, policy=narrowing)
+    except ValueError as exc:
+        raise NotAllowed(str(exc)) from None
 
 
 def _url(spec: JobSpec) -> str:
@@ -50,35 +58,7 @@ def _url(spec: JobSpec) -> str:
     return url
 
 
-def _matching_prefix(url: str, allow: list[str]) -> str:
-    for prefix in allow:
-        if url.startswith(prefix):
-            return prefix
-    raise NotAllowed("params.url is not allow-listed (AUTOHEAL_WEBHOOK_ACTION_ALLOW or params.allow)")
-
-
-def _is_internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return (
-        address.is_loopback
-        or address.is_link_local
-        or address.is_private
-        or address.is_reserved
-        or address.is_multicast
-        or address.is_unspecified
-    )
-
-
-def _literal_host(prefix: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    host = urlsplit(prefix).hostname
-    try:
-        return ipaddress.ip_address(host) if host else None
-    except ValueError:
-        return None
-
-
-def resolve_checked(url: str, prefix: str) -> str:
+def resolve_checked(url: str, prefix: UrlPrefix) -> str:
     """Resolve the URL's host and return the address to connect to, or raise NotAllowed."""
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -88,9 +68,9 @@ def resolve_checked(url: str, prefix: str) -> str:
     except socket.gaierror:
         raise NotAllowed(f"the webhook host {host} does not resolve") from None
     addresses = {ipaddress.ip_address(info[4][0]) for info in infos}
-    explicit = _literal_host(prefix)
+    explicit = prefix.literal_address
     for address in addresses:
-        if _is_internal(address) and address != explicit:
+        if not address_is_public(address) and address != explicit:
             raise NotAllowed(
                 f"the webhook host {host} resolves to the internal address {address}; "
                 "only an allow-list prefix naming that IP literal permits it"
@@ -107,6 +87,10 @@ def _headers(spec: JobSpec) -> dict[str, str]:
         if not isinstance(name, str) or not name or not set(name) <= _HEADER_NAME_OK:
             raise NotAllowed(f"params.headers has an invalid header name {name!r}")
         if isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
+            try:
+                secret_name(value["env"], allow=settings.AUTOHEAL_ACTION_SECRETS)
+            except NotPermitted as exc:
+                raise NotAllowed(f"params.headers.{name}: {exc}") from None
             secret = os.environ.get(value["env"])
             if secret is None:
                 raise NotAllowed(
@@ -125,7 +109,7 @@ def _headers(spec: JobSpec) -> dict[str, str]:
 def check(spec: JobSpec) -> None:
     """Validate the URL against the allow-list and the resolved addresses, and the headers."""
     url = _url(spec)
-    resolve_checked(url, _matching_prefix(url, _allow_list(spec)))
+    resolve_checked(url, _allowed_prefix(spec, url))
     _headers(spec)
     timeout_for(spec, default=DEFAULT_TIMEOUT)
 
@@ -144,7 +128,7 @@ def _body(spec: JobSpec) -> dict[str, Any]:
 def execute(spec: JobSpec, *, timeout: float) -> ExecResult:
     """POST the incident as JSON; 2xx is success, 5xx and network errors may be retried."""
     url = _url(spec)
-    address = resolve_checked(url, _matching_prefix(url, _allow_list(spec)))
+    address = resolve_checked(url, _allowed_prefix(spec, url))
     headers = _headers(spec)
     parts = urlsplit(url)
     target_url = url

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +22,14 @@ from remediation.models import Alert, Job, Policy
 from remediation.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+TEST_PROGRAMS = ("sh", "touch", "true", "echo", "env", "sleep")
+
+
+def allowed_test_programs() -> list[str]:
+    """The standard programs the tests' command policies run, as an operator would allow them."""
+    return [path for name in TEST_PROGRAMS if (path := shutil.which(name))]
 
 
 def make_policy(**fields: Any) -> Policy:

@@ -66,11 +66,12 @@ def servers() -> Iterator[list[Recorder]]:
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_webhook_does_not_follow_a_redirect_to_another_address(servers: list[Recorder]):
+def test_webhook_does_not_follow_a_redirect_to_another_address(servers: list[Recorder], settings):
     elsewhere = Recorder()
     redirecting = Recorder(status=302, location=elsewhere.url + "stolen")
     servers += [elsewhere, redirecting]
-    policy = make_policy(action="webhook", params={"url": redirecting.url + "hook", "allow": [redirecting.url]})
+    settings.AUTOHEAL_WEBHOOK_ACTION_ALLOW = [redirecting.url, elsewhere.url]
+    policy = make_policy(action="webhook", params={"url": redirecting.url + "hook"})
     make_job(policy=policy, alert=make_alert())
     drain()
     assert len(redirecting.requests) == 1
@@ -82,11 +83,15 @@ def test_webhook_does_not_follow_a_redirect_to_another_address(servers: list[Rec
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_webhook_posts_the_incident_and_keeps_secret_headers_out_of_the_audit(servers: list[Recorder], monkeypatch):
+def test_webhook_posts_the_incident_and_keeps_secret_headers_out_of_the_audit(
+    servers: list[Recorder], monkeypatch, settings
+):
     # The secret is an environment variable of the worker, as it would be in production.
     monkeypatch.setenv("HOOK_TOKEN", "s3cret-value-123")
+    settings.AUTOHEAL_ACTION_SECRETS = ["HOOK_TOKEN"]
     hook = Recorder()
     servers.append(hook)
+    settings.AUTOHEAL_WEBHOOK_ACTION_ALLOW = [hook.url]
     policy = make_policy(
         action="webhook",
         params={"url": hook.url + "hook", "allow": [hook.url], "headers": {"Authorization": {"env": "HOOK_TOKEN"}}},
@@ -110,11 +115,12 @@ def test_webhook_refuses_urls_that_are_not_allow_listed(settings):
         webhook.check(spec)
 
 
-def test_webhook_refuses_a_name_resolving_to_loopback_unless_the_ip_itself_is_listed(servers: list[Recorder]):
+def test_webhook_refuses_a_name_resolving_to_loopback_unless_the_ip_itself_is_listed(servers: list[Recorder], settings):
     hook = Recorder()
     servers.append(hook)
     by_name = f"http://localhost:{hook.port}/hook"
-    spec = JobSpec(action="webhook", target="", params={"url": by_name, "allow": [f"http://localhost:{hook.port}/"]})
+    settings.AUTOHEAL_WEBHOOK_ACTION_ALLOW = [f"http://localhost:{hook.port}/", hook.url]
+    spec = JobSpec(action="webhook", target="", params={"url": by_name})
     with pytest.raises(NotAllowed, match="internal address"):
         webhook.check(spec)
     with pytest.raises(NotAllowed):
@@ -124,7 +130,8 @@ def test_webhook_refuses_a_name_resolving_to_loopback_unless_the_ip_itself_is_li
     webhook.check(literal)
 
 
-def test_webhook_refuses_credentials_in_the_url_and_bad_headers():
+def test_webhook_refuses_credentials_in_the_url_and_bad_headers(settings):
+    settings.AUTOHEAL_WEBHOOK_ACTION_ALLOW = ["http://127.0.0.1/"]
     with pytest.raises(NotAllowed, match="credentials"):
         webhook.check(JobSpec(action="webhook", target="", params={"url": "http://u:p@127.0.0.1/"}))
     with pytest.raises(NotAllowed, match="invalid header name"):
@@ -132,7 +139,7 @@ def test_webhook_refuses_credentials_in_the_url_and_bad_headers():
             JobSpec(
                 action="webhook",
                 target="",
-                params={"url": "http://127.0.0.1/", "allow": ["http://127.0.0.1/"], "headers": {"X Bad": "v"}},
+                params={"url": "http://127.0.0.1/", "headers": {"X Bad": "v"}},
             )
         )
 

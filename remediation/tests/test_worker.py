@@ -113,7 +113,8 @@ def test_transient_failure_is_retried_with_backoff_up_to_the_bound(settings):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/hook"
-    policy = make_policy(action="webhook", params={"url": url, "allow": [f"http://127.0.0.1:{port}/"]})
+    settings.AUTOHEAL_WEBHOOK_ACTION_ALLOW = [f"http://127.0.0.1:{port}/"]
+    policy = make_policy(action="webhook", params={"url": url})
     job = make_job(policy=policy, alert=make_alert())
     for _ in range(3):
         drain()
@@ -367,7 +368,8 @@ def test_an_action_that_outlives_its_lease_stays_unknown_but_its_real_outcome_is
     assert len(events("action_started")) == 1
 
 
-def test_a_dry_run_shows_the_exact_argv_it_would_run_and_no_secret_parameters(tmp_path: Path):
+def test_a_dry_run_shows_the_exact_argv_it_would_run_and_no_secret_parameters(tmp_path: Path, settings):
+    settings.AUTOHEAL_WEBHOOK_ACTION_ALLOW = ["http://127.0.0.1:9/"]
     safety.switch_set(dry_run=True, actor="alice")
     command = make_policy(action="command", params={"argv": ["touch", str(tmp_path / "{{ labels.container }}")]})
     hook = make_policy(
