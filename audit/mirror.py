@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 _lock = threading.Lock()
+_REPAIR_MAX = 20000
 
 
 def line_for(event: AuditEvent) -> str:
@@ -62,3 +63,52 @@ def append_many(events: Sequence[AuditEvent]) -> None:
     except OSError:
         # The database row is the record; the mirror is a copy. audit_export can rebuild it.
         logger.exception("could not append %d audit events to the JSONL mirror", len(events))
+
+
+def last_mirrored_id(path: str) -> int | None:
+    """The id on the mirror's last complete line, or None (no file, empty, or unreadable)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            window = 65536
+            while True:
+                start = max(0, size - window)
+                handle.seek(start)
+                chunk = handle.read(size - start)
+                lines = chunk.rstrip(b"\n").rsplit(b"\n", 1)
+                if len(lines) == 2 or start == 0:
+                    last = lines[-1]
+                    break
+                window *= 4  # a very long last line: read further back
+        if not last.strip():
+            return None
+        value = json.loads(last).get("id")
+        return value if isinstance(value, int) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def append_sealed(events: Sequence[AuditEvent]) -> None:
+    """Append a freshly sealed batch, first repairing the mirror if an earlier batch is missing.
+
+    Only the sealer calls this, one batch at a time, so the file's last line is the newest event
+    mirrored. Events at or below it are already there (not written twice); committed events between
+    it and this batch (a sealer that died after its commit) are read from the table and written
+    first, so the mirror stays equal to the table, in chain order. A new empty file (after a
+    rotation) has no last line: the batch is simply appended.
+    """
+    path = settings.AUTOHEAL_AUDIT_JSONL
+    if not path or not events:
+        return
+    last = last_mirrored_id(path)
+    batch = [event for event in events if last is None or event.id > last]
+    if last is not None and batch and batch[0].id > last + 1:
+        from audit.models import AuditEvent
+
+        # Bounded per batch: a very old file catches up over several batches, never all at once.
+        missing = list(AuditEvent.objects.filter(id__gt=last, id__lt=batch[0].id).order_by("id")[:_REPAIR_MAX])
+        if missing:
+            logger.warning("audit mirror was missing %d events after id %s; appended them", len(missing), last)
+        batch = missing + batch
+    append_many(batch)

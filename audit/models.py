@@ -165,3 +165,29 @@ class AuditAnchor(models.Model):
 
     def __str__(self) -> str:
         return f"pruned through {self.through_id} ({self.removed} events)"
+
+
+class AuditPending(models.Model):
+    """An audit event its writer has committed but the sealer has not yet placed in the chain.
+
+    Writers only INSERT here, without any lock, so they never wait on each other. The sealer
+    (``audit.sealer.audit_seal``) moves committed rows into :class:`AuditEvent`, in the order it
+    finds them, assigning the chain position (the event id), the hash and the final timestamp, and
+    deletes them here in the same transaction: a row is in exactly one of the two tables.
+    """
+
+    ts = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(max_length=32)
+    alertname = models.CharField(max_length=200, blank=True, default="")
+    fingerprint = models.CharField(max_length=64, blank=True, default="")
+    policy = models.CharField(max_length=100, blank=True, default="")
+    target = models.CharField(max_length=255, blank=True, default="")
+    message = models.TextField(blank=True, default="")
+    actor = models.CharField(max_length=150, blank=True, default="")
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"pending {self.id} {self.kind}"

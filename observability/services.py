@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from django.db import Error, connection, transaction
 
 from observability.models import MetricSeries
-from observability.series import Delta, webhook_deltas
+from observability.series import Delta, EventLike, audit_deltas, webhook_deltas
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,15 @@ class _PendingWebhookCounts:
 
 
 pending_webhook_counts = _PendingWebhookCounts()
+
+
+def audit_write_observe(events: Sequence[EventLike], elapsed: float) -> None:
+    """Count a chained audit batch by kind and observe its write time (registered with the trail).
+
+    Runs inside the chaining transaction (one upsert for the whole batch), so the numbers move if
+    and only if the events commit, in whichever process chained them.
+    """
+    series_add(deltas=audit_deltas(events, elapsed))
 
 
 def webhook_request_count(*, code: int) -> None:

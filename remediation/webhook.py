@@ -25,8 +25,8 @@ from django.db import DatabaseError, InterfaceError, connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from audit import metrics
 from audit.services import audit_record
+from observability.services import webhook_request_count
 from remediation.payload import PayloadError
 from remediation.services import alert_ingest
 
@@ -145,5 +145,5 @@ def alert_webhook(request: HttpRequest) -> JsonResponse:
         # A defect, not a bad request: answer 5xx so Alertmanager keeps the alert and retries.
         logger.exception("POST /alert failed; the delivery was not stored")
         response = _answer(500, {"error": "internal error: the delivery was not stored; Alertmanager will retry"})
-    metrics.count_webhook_request(response.status_code)
+    webhook_request_count(code=response.status_code)
     return response
