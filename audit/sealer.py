@@ -187,9 +187,13 @@ class SealerLoop:
         elif sealed == 0:
             _wake.wait(self.interval)
 
+    @property
+    def enabled(self) -> bool:
+        return chain_mode() == "sealer"
+
     def start(self) -> None:
         """Run in a daemon thread of this process (the worker does), when the sealer is in use."""
-        if chain_mode() != "sealer" or self._thread is not None:
+        if not self.enabled or self._thread is not None:
             return
         self._thread = threading.Thread(target=self.run_forever, name="audit-sealer", daemon=True)
         self._thread.start()

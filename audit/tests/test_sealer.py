@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +244,33 @@ def test_verify_detects_tampering_with_sealed_events(mirror_path: Path) -> None:
     report = chain_verify()
     assert not report.ok
     assert {p["problem"] for p in report.problems} == {"altered"}
+
+
+def test_a_running_worker_seals_events_written_by_other_processes_and_its_own(mirror_path: Path) -> None:
+    from remediation.models import Job
+    from remediation.tests.exec_helpers import make_alert, make_job, make_policy, spawn_manage, stop_process
+
+    worker = spawn_manage(
+        ["autoheal_worker", "--name", "sealer-test"],
+        env={"AUTOHEAL_AUDIT_CHAIN": "sealer", "AUTOHEAL_AUDIT_JSONL": str(mirror_path)},
+    )
+    try:
+        policy = make_policy(action="log_only")
+        jobs = [make_job(policy=policy, alert=make_alert()) for _ in range(5)]
+        audit_record(kind="ack", message="written by this process")
+        from remediation import wakeup
+
+        wakeup.notify_jobs()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done = Job.objects.filter(pk__in=[j.pk for j in jobs], state=Job.State.OK).count()
+            if done == 5 and not AuditPending.objects.exists():
+                break
+            time.sleep(0.1)
+    finally:
+        assert stop_process(worker) == 0
+    events = _assert_trail_whole(mirror_path)
+    kinds = [e.kind for e in events]
+    assert kinds.count("action_started") == 5
+    assert kinds.count("action_ok") == 5
+    assert "written by this process" in [e.message for e in events]

@@ -15,7 +15,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from remediation import safety, wakeup
 from remediation.execution.facts import job_decision
-from remediation.execution.leases import job_claim, leases_expire
+from remediation.execution.leases import job_claim, job_claim_many, leases_expire
 from remediation.execution.run import job_run
 from remediation.models import Alert, Job, Switch
 from remediation.tests.exec_helpers import drain, events, kinds, make_alert, make_job, make_policy
@@ -257,6 +257,43 @@ def test_two_claimers_never_get_the_same_job():
         t.join()
     assert len(claimed) == 20
     assert len(set(claimed)) == 20
+
+
+def test_workers_claiming_batches_never_get_the_same_job():
+    policy = make_policy(action="log_only")
+    for _ in range(50):
+        make_job(policy=policy, alert=make_alert())
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def claim_batches(name: str) -> None:
+        try:
+            while jobs := job_claim_many(worker=name, limit=4):
+                with lock:
+                    claimed.extend(job.pk for job in jobs)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=claim_batches, args=(f"w{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(claimed) == 50
+    assert len(set(claimed)) == 50
+    assert Job.objects.filter(state=Job.State.RUNNING, attempts=1).count() == 50
+
+
+def test_a_batch_claim_takes_several_jobs_in_one_transaction(django_assert_num_queries):
+    policy = make_policy(action="log_only")
+    for _ in range(10):
+        make_job(policy=policy, alert=make_alert())
+    with django_assert_num_queries(5):
+        # One transaction however many jobs: SELECT ... FOR UPDATE SKIP LOCKED, UPDATE, re-read.
+        jobs = job_claim_many(worker="w", limit=8)
+    assert len(jobs) == 8
+    assert {job.lease_owner for job in jobs} == {"w"}
+    assert Job.objects.filter(state=Job.State.QUEUED).count() == 2
 
 
 def test_claiming_a_job_costs_a_fixed_number_of_queries(django_assert_num_queries):
