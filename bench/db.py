@@ -16,11 +16,20 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/8"
 
 
 def db_url() -> str:
-    return os.environ.get("AUTOHEAL_BENCH_DATABASE_URL", DEFAULT_DB_URL)
+    """``AUTOHEAL_BENCH_DATABASE_URL``, else the test database's name with ``_bench`` appended
+    (so runs that keep their tests apart keep their benchmarks apart too), else the default."""
+    if os.environ.get("AUTOHEAL_BENCH_DATABASE_URL"):
+        return os.environ["AUTOHEAL_BENCH_DATABASE_URL"]
+    test_url = os.environ.get("AUTOHEAL_TEST_DATABASE_URL")
+    if test_url:
+        parts = urlsplit(test_url)
+        return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "_bench"))
+    return DEFAULT_DB_URL
 
 
 def redis_url() -> str:
-    return os.environ.get("AUTOHEAL_BENCH_REDIS_URL", DEFAULT_REDIS_URL)
+    """``AUTOHEAL_BENCH_REDIS_URL``, else the tests' Redis database, else the default."""
+    return os.environ.get("AUTOHEAL_BENCH_REDIS_URL") or os.environ.get("AUTOHEAL_TEST_REDIS_URL") or DEFAULT_REDIS_URL
 
 
 def _maintenance_url(url: str) -> tuple[str, str]:

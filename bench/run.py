@@ -107,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()
+    from audit.sealer import SealerLoop
+
+    # Events written by web processes (and the harness's probes) join the audit chain even in
+    # scenarios that run no worker; with a worker running, whichever finds the election free seals.
+    sealer = SealerLoop()
+    sealer.start()
 
     ctx = Context(quick=args.quick, env=full_env, logdir=workdir / "logs", server=args.server)
     scenarios = _scenarios()
@@ -123,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx.facts.setdefault("load", {})[name] = f"{load_before} -> {_loadavg()}"
         print(f"   ({time.monotonic() - t0:.0f} s, load average {ctx.facts['load'][name]})", flush=True)
 
+    sealer.stop()
     meta = {
         "when": stamp,
         "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),

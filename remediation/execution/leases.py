@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from remediation.execution.facts import audit_base
+from remediation.execution.transitions import job_lost, job_requeue
 from remediation.models import Job
 
 logger = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def leases_expire(*, now: datetime | None = None) -> int:
         for job in expired[:50]:
             base = audit_base(job)
             if job.started_at is None:
-                Job.objects.filter(pk=job.pk).update(state=Job.State.QUEUED, lease_owner="", lease_expires_at=None)
+                job_requeue(job_id=job.pk)
                 audit_record(
                     kind="action_retry",
                     message="the worker stopped before the action started; queued again",
@@ -125,7 +126,7 @@ def leases_expire(*, now: datetime | None = None) -> int:
                     **base,
                 )
             else:
-                Job.objects.filter(pk=job.pk).update(state=Job.State.UNKNOWN, finished_at=now, lease_expires_at=None)
+                job_lost(job_id=job.pk, now=now)
                 audit_record(
                     kind="action_unknown",
                     message=(
