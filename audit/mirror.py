@@ -65,8 +65,8 @@ def append_many(events: Sequence[AuditEvent]) -> None:
         logger.exception("could not append %d audit events to the JSONL mirror", len(events))
 
 
-def last_mirrored_id(path: str) -> int | None:
-    """The id on the mirror's last complete line, or None (no file, empty, or unreadable)."""
+def last_mirrored(path: str) -> tuple[int, str] | None:
+    """The id and hash on the mirror's last complete line, or None (no file, empty, unreadable)."""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
@@ -83,8 +83,10 @@ def last_mirrored_id(path: str) -> int | None:
                 window *= 4  # a very long last line: read further back
         if not last.strip():
             return None
-        value = json.loads(last).get("id")
-        return value if isinstance(value, int) else None
+        body = json.loads(last)
+        if not isinstance(body.get("id"), int) or not isinstance(body.get("hash"), str):
+            return None
+        return body["id"], body["hash"]
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -96,19 +98,31 @@ def append_sealed(events: Sequence[AuditEvent]) -> None:
     mirrored. Events at or below it are already there (not written twice); committed events between
     it and this batch (a sealer that died after its commit) are read from the table and written
     first, so the mirror stays equal to the table, in chain order. A new empty file (after a
-    rotation) has no last line: the batch is simply appended.
+    rotation) has no last line, and a last line whose hash the table does not hold at that id
+    belongs to another history (a restored database): in both cases the batch is simply appended.
     """
     path = settings.AUTOHEAL_AUDIT_JSONL
     if not path or not events:
         return
-    last = last_mirrored_id(path)
-    batch = [event for event in events if last is None or event.id > last]
-    if last is not None and batch and batch[0].id > last + 1:
-        from audit.models import AuditEvent
+    from audit.models import AuditEvent
 
-        # Bounded per batch: a very old file catches up over several batches, never all at once.
-        missing = list(AuditEvent.objects.filter(id__gt=last, id__lt=batch[0].id).order_by("id")[:_REPAIR_MAX])
-        if missing:
-            logger.warning("audit mirror was missing %d events after id %s; appended them", len(missing), last)
-        batch = missing + batch
+    batch = list(events)
+    last = last_mirrored(path)
+    if last is not None:
+        last_id, last_hash = last
+        known = {event.id: event.hash for event in events}
+        if last_id not in known:
+            known.update(AuditEvent.objects.filter(id=last_id).values_list("id", "hash"))
+        if known.get(last_id) == last_hash:
+            batch = [event for event in events if event.id > last_id]
+            if batch and batch[0].id > last_id + 1:
+                # Bounded per batch: a far-behind file catches up over several batches.
+                missing = list(
+                    AuditEvent.objects.filter(id__gt=last_id, id__lt=batch[0].id).order_by("id")[:_REPAIR_MAX]
+                )
+                if missing:
+                    logger.warning(
+                        "audit mirror was missing %d events after id %s; appended them", len(missing), last_id
+                    )
+                batch = missing + batch
     append_many(batch)

@@ -79,9 +79,9 @@ def truncate_state() -> None:
     trail is append-only through the ORM, and this database is the benchmark's own)."""
     from django.db import connection
 
-    from audit.models import AuditEvent
+    from audit.models import AuditEvent, AuditPending
     from remediation.models import Alert, Job, Policy, Switch
 
-    tables = [m._meta.db_table for m in (Job, Alert, AuditEvent, Policy, Switch)]
+    tables = [m._meta.db_table for m in (Job, Alert, AuditEvent, AuditPending, Policy, Switch)]
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")

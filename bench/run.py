@@ -27,7 +27,7 @@ DEFAULT_SERVER = "gunicorn-gthread-2x4"
 
 
 def _scenarios() -> dict[str, Callable[[Context], None]]:
-    from bench import external, healing, ingest, latency, profile_webhook, serving
+    from bench import external, healing, ingest, latency, profile_webhook, serving, storm
 
     return {
         "client": serving.client_ceiling,
@@ -36,6 +36,7 @@ def _scenarios() -> dict[str, Callable[[Context], None]]:
         "audit_write": ingest.audit_write,
         "latency": latency.latency,
         "healing": healing.healing,
+        "storm": storm.storm,
         "profile": profile_webhook.profile,
         "audit_api": external.audit_api,
         "sse": external.sse_fanout,
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     env = _base_env(data_dir)
-    if any(n in chosen for n in ("healing", "latency")):
+    if any(n in chosen for n in ("healing", "latency", "storm")):
         env.update(_docker_env())
 
     print(f"bench: database {db.db_url()} (recreated), Redis {db.redis_url()}, logs in {workdir}", flush=True)
