@@ -91,14 +91,24 @@ def job_facts(job: Job, alert: Alert) -> JobFacts:
 
 
 def job_decision(*, job: Job, alert: Alert, row: Switch | None, now: datetime, limits: Limits) -> Decision:
-    """Read the facts for one job and apply the pure decision (no writes)."""
-    actions, failures = circuit_counts(row=row, now=now, limits=limits)
-    history = HistoryFacts(
-        target_actions=target_history(target=job.target, now=now, exclude_job=job.pk),
-        circuit_actions=actions,
-        circuit_failures=failures,
-    )
-    return job_decide(job=job_facts(job, alert), switch=switch_facts(row), history=history, limits=limits, now=now)
+    """Read the facts for one job and apply the pure decision (no writes).
+
+    The action history (three queries) is read only when the decision can use it: for a
+    destructive action while the breaker is not plainly open. A storm of jobs that the open breaker
+    skips, or of log-only jobs, then costs no history reads at all.
+    """
+    switch = switch_facts(row)
+    needs_history = is_destructive(job.action) and not (switch.circuit_open and not switch.circuit_half_open)
+    if needs_history:
+        actions, failures = circuit_counts(row=row, now=now, limits=limits)
+        history = HistoryFacts(
+            target_actions=target_history(target=job.target, now=now, exclude_job=job.pk),
+            circuit_actions=actions,
+            circuit_failures=failures,
+        )
+    else:
+        history = HistoryFacts(target_actions=[], circuit_actions=0, circuit_failures=0)
+    return job_decide(job=job_facts(job, alert), switch=switch, history=history, limits=limits, now=now)
 
 
 def job_spec(job: Job) -> JobSpec:

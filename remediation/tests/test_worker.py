@@ -462,3 +462,23 @@ def test_concurrent_workers_never_spend_more_than_the_budget_on_one_target(setti
     assert len(events("action_started")) == 3
     assert sorted(e.data["reason"] for e in events("action_skipped")) == ["budget"] * 9
     assert not Job.objects.filter(state__in=["queued", "running"]).exists()
+
+
+def test_deciding_reads_the_action_history_only_when_the_decision_can_use_it(django_assert_num_queries):
+    limits = safety.limits_from_settings()
+    now = timezone.now()
+    log_job = make_job(policy=make_policy(action="log_only"), alert=make_alert())
+    restart_job = make_job(policy=make_policy(action="restart_container"), alert=make_alert())
+    closed = Switch.objects.get_or_create(pk=1)[0]
+    with django_assert_num_queries(0):
+        assert job_decision(job=log_job, alert=log_job.alert, row=closed, now=now, limits=limits).verdict == "run"
+    with django_assert_num_queries(3):
+        # Two breaker counts and the target's history.
+        assert (
+            job_decision(job=restart_job, alert=restart_job.alert, row=closed, now=now, limits=limits).verdict == "run"
+        )
+    safety.circuit_trip(reason="test", now=now)
+    opened = Switch.objects.get(pk=1)
+    with django_assert_num_queries(0):
+        decision = job_decision(job=restart_job, alert=restart_job.alert, row=opened, now=now, limits=limits)
+    assert (decision.verdict, decision.reason) == ("skip", "circuit_open")
