@@ -12,7 +12,7 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.services import audit_record
@@ -25,6 +25,21 @@ from remediation.executors import DEFAULT_TIMEOUT, ExecResult, NotAllowed, execu
 from remediation.models import Job, Switch
 
 logger = logging.getLogger(__name__)
+
+
+def _switch_for_start(*, destructive: bool) -> Switch:
+    """The switch row, locked for the start transaction.
+
+    A destructive action takes the row exclusively: its start spends breaker and budget units that
+    no other start may spend at the same time. A log-only action spends nothing, so it takes a
+    share lock: log-only starts do not wait on each other, while a switch change (which locks the
+    row exclusively) still waits for them and they for it, as before.
+    """
+    if destructive or connection.vendor != "postgresql":
+        return safety.switch_locked()
+    table = connection.ops.quote_name(Switch._meta.db_table)
+    rows = list(Switch.objects.raw(f"SELECT * FROM {table} WHERE id = 1 FOR SHARE"))  # noqa: S608  # nosec B608: only the quoted table name
+    return rows[0] if rows else safety.switch_locked()
 
 
 def job_run(*, job: Job, worker: str, limits: Limits | None = None) -> RunOutcome:
@@ -49,7 +64,7 @@ def job_run(*, job: Job, worker: str, limits: Limits | None = None) -> RunOutcom
         )
 
     with transaction.atomic():
-        row = safety.switch_locked()
+        row = _switch_for_start(destructive=is_destructive(job.action))
         now = timezone.now()
         current = Job.objects.select_related("alert", "policy").get(pk=job.pk)
         if current.state != Job.State.RUNNING or current.lease_owner != worker[:100]:

@@ -482,3 +482,48 @@ def test_deciding_reads_the_action_history_only_when_the_decision_can_use_it(dja
     with django_assert_num_queries(0):
         decision = job_decision(job=restart_job, alert=restart_job.alert, row=opened, now=now, limits=limits)
     assert (decision.verdict, decision.reason) == ("skip", "circuit_open")
+
+
+def test_log_only_starts_share_the_switch_row_while_destructive_starts_and_switch_changes_wait():
+    from django.db import OperationalError, transaction
+
+    from remediation.execution.run import _switch_for_start
+
+    Switch.objects.get_or_create(pk=1)
+    holding = threading.Event()
+    release = threading.Event()
+
+    def log_only_start_in_progress() -> None:
+        try:
+            with transaction.atomic():
+                _switch_for_start(destructive=False)
+                holding.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=log_only_start_in_progress)
+    thread.start()
+    try:
+        assert holding.wait(30)
+
+        def attempt(destructive: bool | None) -> bool:
+            """True if the lock came within the timeout (``destructive=None``: a switch change)."""
+            try:
+                with transaction.atomic():
+                    with connection.cursor() as cursor:
+                        cursor.execute("SET LOCAL lock_timeout = '300ms'")
+                    if destructive is None:
+                        safety.switch_locked().save()
+                    else:
+                        _switch_for_start(destructive=destructive)
+                return True
+            except OperationalError:
+                return False
+
+        assert attempt(False), "a second log-only start does not wait"
+        assert not attempt(True), "a destructive start waits for the log-only start"
+        assert not attempt(None), "a switch change waits for the log-only start"
+    finally:
+        release.set()
+        thread.join(30)
