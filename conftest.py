@@ -66,6 +66,15 @@ def _audit_chain_mode(settings: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _webhook_counts_stored_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The background flusher writes on its own connection, outside a test's transaction, so its
+    # rows would outlive the test; tests store each count at once unless they test the flusher.
+    from observability import services
+
+    monkeypatch.setattr(services, "WEBHOOK_FLUSH_SECONDS", 0)
+
+
+@pytest.fixture(autouse=True)
 def _fresh_local_cache() -> None:
     """Each test starts with an empty in-process cache, so the per-client rate-limit counters of
     earlier tests (every test client is 127.0.0.1) never turn a later test's answer into a 429."""

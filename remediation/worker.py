@@ -29,6 +29,10 @@ CONNECTION_MAX_AGE = 300.0
 # Jobs claimed per round trip. Claimed jobs wait in this worker with their leases renewed; a batch
 # small enough that other workers still get their share of a burst.
 CLAIM_BATCH = 8
+# Housekeeping (end a pause, half-open the breaker, expire leases, verify) runs when the worker is
+# idle and otherwise at most this often, so a busy worker spends its round trips on jobs and a
+# wake-up goes straight to the claim.
+HOUSEKEEPING_SECONDS = 1.0
 
 
 class Worker:
@@ -41,12 +45,12 @@ class Worker:
         self.stop_event = threading.Event()
         self._connected_at = time.monotonic()
         self.sealer = SealerLoop()
-        self.steps: list[Callable[[], bool]] = [
+        self._housekept_at: float | None = None
+        self.housekeeping: list[Callable[[], bool]] = [
             self.end_expired_pause,
             self.half_open_circuit,
             self.expire_leases,
             self.verify_due,
-            self.run_claimed_jobs,
         ]
 
     # Each step: one unit of work, True if it did something.
@@ -78,9 +82,23 @@ class Worker:
         return bool(jobs)
 
     def tick(self) -> bool:
-        """Run every step once; True if any did something."""
+        """Housekeeping if due, then a batch of jobs, then housekeeping if there was no job and it
+        did not run already; True if anything did something."""
+        did_work = housekept = False
+        if self._housekept_at is None or time.monotonic() - self._housekept_at >= HOUSEKEEPING_SECONDS:
+            did_work, housekept = self._housekeep(), True
+        jobs = self._run_steps([self.run_claimed_jobs])
+        if not jobs and not housekept:
+            did_work = self._housekeep() or did_work
+        return did_work or jobs
+
+    def _housekeep(self) -> bool:
+        self._housekept_at = time.monotonic()
+        return self._run_steps(self.housekeeping)
+
+    def _run_steps(self, steps: list[Callable[[], bool]]) -> bool:
         did_work = False
-        for step in self.steps:
+        for step in steps:
             if self.stop_event.is_set():
                 break
             try:

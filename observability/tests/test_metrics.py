@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from audit import metrics
 from audit.services import audit_record, audit_record_many
 from observability import services
 from observability.collector import AutohealCollector
+from observability.models import MetricSeries
+from observability.series import labels_key
 from observability.services import webhook_request_count
 from observability.tests.helpers import scrape, value
 from remediation.models import Alert, Job, Policy, Switch
@@ -259,7 +262,6 @@ def test_webhook_answers_are_counted_by_code_even_when_the_request_rolled_back(c
     with pytest.raises(RuntimeError), transaction.atomic():
         webhook_request_count(code=400)
         raise RuntimeError("the request's transaction rolls back")
-    assert services.pending_webhook_counts.pending() == {400: 1}
 
     samples = scrape(client)
 
@@ -269,6 +271,22 @@ def test_webhook_answers_are_counted_by_code_even_when_the_request_rolled_back(c
     assert services.pending_webhook_counts.pending() == {}
     accepted_at = value(samples, "autoheal_webhook_last_accepted_timestamp")
     assert accepted_at is not None and accepted_at >= started
+
+
+@pytest.mark.django_db(transaction=True)
+def test_counting_a_webhook_answer_writes_nothing_on_the_request_path(
+    client: Any, django_assert_num_queries: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(services, "WEBHOOK_FLUSH_SECONDS", 0.2)
+    with django_assert_num_queries(0):
+        webhook_request_count(code=202)
+    # The background flusher stores it shortly after, without a scrape.
+    stored = MetricSeries.objects.filter(name="autoheal_webhook_requests_total", labels=labels_key({"code": "202"}))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not stored.exists():
+        time.sleep(0.05)
+    assert stored.get().value == 1
+    assert services.pending_webhook_counts.pending() == {}
 
 
 @pytest.mark.django_db(transaction=True)
