@@ -274,3 +274,23 @@ def test_a_running_worker_seals_events_written_by_other_processes_and_its_own(mi
     assert kinds.count("action_started") == 5
     assert kinds.count("action_ok") == 5
     assert "written by this process" in [e.message for e in events]
+
+
+def test_verify_detects_a_sealed_event_deleted_from_the_middle(mirror_path: Path) -> None:
+    audit_record_many([{"kind": "ack", "message": f"e{i}"} for i in range(5)])
+    audit_seal()
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {AuditEvent._meta.db_table} WHERE message = 'e2'")  # noqa: S608
+    report = chain_verify()
+    assert not report.ok
+    assert {p["problem"] for p in report.problems} == {"missing"}
+
+
+def test_a_mirror_from_another_history_is_appended_to_not_repaired(mirror_path: Path) -> None:
+    # A mirror whose last line the table does not hold (a restored database): the new batch is
+    # appended as it is, nothing is skipped or copied in from the table.
+    mirror_path.write_text(json.dumps({"id": 999, "hash": "f" * 64, "kind": "ack"}) + "\n")
+    audit_record(kind="ack", message="fresh")
+    assert audit_seal() == 1
+    ids = _mirror_ids(mirror_path)
+    assert ids == [999, AuditEvent.objects.get(message="fresh").id]
