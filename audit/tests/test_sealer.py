@@ -294,3 +294,16 @@ def test_a_mirror_from_another_history_is_appended_to_not_repaired(mirror_path: 
     assert audit_seal() == 1
     ids = _mirror_ids(mirror_path)
     assert ids == [999, AuditEvent.objects.get(message="fresh").id]
+
+
+def test_an_unsealed_event_is_not_in_the_audit_api_until_it_is_chained(mirror_path: Path, ops_client: Any) -> None:
+    audit_record(kind="ack", message="waiting for the sealer")
+
+    before = ops_client.get("/audit", {"kind": "ack"})
+    assert before.status_code == 200
+    assert before.json()["events"] == []
+
+    assert audit_seal() == 1
+    after = ops_client.get("/audit", {"kind": "ack"}).json()["events"]
+    assert [e["message"] for e in after] == ["waiting for the sealer"]
+    assert after[0]["id"] == AuditEvent.objects.get().id
