@@ -20,8 +20,8 @@ from remediation.execution.facts import circuit_counts, switch_facts, target_his
 from remediation.executors import JobSpec, NotAllowed, executor_for
 from remediation.models import DESTRUCTIVE_ACTIONS, Alert, Policy, Switch
 from remediation.payload import parse_delivery
+from remediation.policies import policy_rules
 from remediation.routing import route_alert
-from remediation.services import policy_rules
 
 
 @dataclass(frozen=True)

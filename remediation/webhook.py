@@ -27,8 +27,8 @@ from django.views.decorators.csrf import csrf_exempt
 
 from audit import metrics
 from audit.services import audit_record
+from remediation.intake import alert_ingest
 from remediation.payload import PayloadError
-from remediation.services import alert_ingest
 
 logger = logging.getLogger(__name__)
 
