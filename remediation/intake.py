@@ -261,19 +261,19 @@ def _truncated_event(delivery: Delivery, actor: str) -> dict[str, Any]:
 
 
 def _received_event(alert: IncomingAlert, delivery: Delivery, source: str) -> dict[str, Any]:
-    return {
-        "kind": "alert_received",
-        "message": f"{alert.alertname or 'alert'} {alert.status}",
-        "data": {
-            "status": alert.status,
-            "starts_at": _iso(alert.starts_at),
-            "labels": alert.labels,
-            "annotations": alert.annotations,
-            "generator_url": alert.generator_url,
-            "source": source,
-            "receiver": delivery.receiver,
-        },
+    data: dict[str, Any] = {
+        "status": alert.status,
+        "starts_at": _iso(alert.starts_at),
+        "labels": alert.labels,
+        "annotations": alert.annotations,
+        "generator_url": alert.generator_url,
+        "source": source,
+        "receiver": delivery.receiver,
     }
+    if alert.sanitized or delivery.sanitized:
+        # What the database could not hold was stored as U+FFFD: the record says where.
+        data["sanitized"] = [*delivery.sanitized, *alert.sanitized]
+    return {"kind": "alert_received", "message": f"{alert.alertname or 'alert'} {alert.status}", "data": data}
 
 
 def _resolved_event(row: Alert) -> dict[str, Any]:
