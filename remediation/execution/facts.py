@@ -72,7 +72,11 @@ def circuit_counts(*, row: Switch | None, now: datetime, limits: Limits) -> tupl
         since = row.circuit_reset_at
     destructive = Job.objects.filter(action__in=DESTRUCTIVE_ACTIONS)
     actions = destructive.filter(started_at__gte=since, state__in=ACTED_STATES).count()
-    failures = destructive.filter(finished_at__gte=since, state__in=(Job.State.FAIL, Job.State.UNKNOWN)).count()
+    # Only failures of actions that ran: a target Docker could not be asked about is no evidence
+    # that remediation is doing harm.
+    failures = destructive.filter(
+        finished_at__gte=since, state__in=(Job.State.FAIL, Job.State.UNKNOWN), started_at__isnull=False
+    ).count()
     return actions, failures
 
 
