@@ -23,8 +23,9 @@ from audit.services import audit_record_many
 from remediation import wakeup
 from remediation.models import Alert, Job
 from remediation.payload import Delivery, IncomingAlert, PayloadError, parse_delivery
+from remediation.planning import plan_alert
 from remediation.policies import policy_rules
-from remediation.routing import PolicyRule, route_alert
+from remediation.routing import PolicyRule
 
 logger = logging.getLogger(__name__)
 
@@ -179,8 +180,8 @@ def _route(
     now: datetime,
 ) -> list[Job]:
     base = {"alertname": alert.alertname, "fingerprint": alert.fingerprint, "actor": actor}
-    routes = route_alert(alert.labels, rules)
-    if not routes:
+    planned = plan_alert(alert.labels, rules)
+    if not planned:
         events.append(
             {
                 **base,
@@ -191,22 +192,19 @@ def _route(
         )
         return []
     jobs = []
-    for route in routes:
-        rule = route.rule
-        error = route.error
-        if route.target is not None and len(route.target) > 255:
-            error = "the rendered target is longer than 255 characters"
-        if route.target is None or error:
+    for action in planned:
+        rule = action.rule
+        if not action.queues:
             events.append(
                 {
                     **base,
                     "kind": "action_skipped",
                     "policy": rule.name,
-                    "message": f"{rule.name}: no {rule.action}: {error}",
+                    "message": f"{rule.name}: no {rule.action}: {action.error}",
                     "data": {
-                        "reason": "not_allowed",
-                        "error": error,
-                        "missing_label": route.missing_label,
+                        "reason": action.skip_reason,
+                        "error": action.error,
+                        "missing_label": action.missing_label,
                         "template": rule.target.source,
                         "action": rule.action,
                     },
@@ -218,7 +216,7 @@ def _route(
             policy_name=rule.name,
             alert=row,
             action=rule.action,
-            target=route.target,
+            target=action.target,
             params=dict(rule.params),
             dry_run=rule.dry_run,
             state=Job.State.QUEUED,
@@ -232,8 +230,8 @@ def _route(
                 **base,
                 "kind": "action_queued",
                 "policy": rule.name,
-                "target": route.target,
-                "message": f"{rule.name}: {rule.action} {route.target}" + (" (dry run)" if rule.dry_run else ""),
+                "target": action.target,
+                "message": f"{rule.name}: {rule.action} {action.target}" + (" (dry run)" if rule.dry_run else ""),
                 "data": {"action": rule.action, "dry_run": rule.dry_run, "priority": rule.priority},
                 "_job": job,
             }

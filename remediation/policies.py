@@ -32,10 +32,26 @@ __all__ = [
     "policies_load_yaml",
     "policy_as_data",
     "policy_delete",
+    "policy_rule",
     "policy_rules",
     "policy_save",
     "policy_validate",
 ]
+
+
+def policy_rule(policy: Policy, *, enabled: bool | None = None) -> PolicyRule:
+    """One policy row as a routing rule (``enabled`` overrides the row's); MatcherError, TemplateError."""
+    return PolicyRule.build(
+        name=policy.name,
+        matchers=policy.matchers,
+        action=policy.action,
+        target=policy.target,
+        params=policy.params,
+        dry_run=policy.dry_run,
+        priority=policy.priority,
+        enabled=policy.enabled if enabled is None else enabled,
+        policy_id=policy.pk,
+    )
 
 
 def policy_rules() -> list[PolicyRule]:
@@ -47,19 +63,7 @@ def policy_rules() -> list[PolicyRule]:
     rules = []
     for policy in Policy.objects.filter(enabled=True):
         try:
-            rules.append(
-                PolicyRule.build(
-                    name=policy.name,
-                    matchers=policy.matchers,
-                    action=policy.action,
-                    target=policy.target,
-                    params=policy.params,
-                    dry_run=policy.dry_run,
-                    priority=policy.priority,
-                    enabled=policy.enabled,
-                    policy_id=policy.pk,
-                )
-            )
+            rules.append(policy_rule(policy))
         except (MatcherError, TemplateError, TypeError) as exc:
             logger.error("policy %s is invalid and is skipped: %s", policy.name, exc)
     return rules

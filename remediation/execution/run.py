@@ -32,7 +32,7 @@ def job_run(*, job: Job, worker: str, limits: Limits | None = None) -> RunOutcom
     limits = limits or safety.limits_from_settings()
     now = timezone.now()
     # First pass without locks, so a disabled or resolved job never causes a Docker call.
-    decision = job_decision(job=job, alert=job.alert, row=Switch.objects.filter(pk=1).first(), now=now, limits=limits)
+    decision = job_decision(job=job, alert=job.alert, row=Switch.objects.current(), now=now, limits=limits)
     if decision.verdict in ("skip", "delay"):
         return job_settle(job=job, decision=decision, limits=limits)
     spec = job_spec(job)
