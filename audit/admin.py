@@ -17,6 +17,7 @@ from django.utils.functional import cached_property
 from audit.filters import ParameterError, filterset_for
 from audit.models import AuditAnchor, AuditEvent, AuditExport
 from audit.selectors import within_budget
+from autoheal_site.admin_base import ReadOnlyAdmin
 
 # The admin's text search: the newest ADMIN_SEARCH_LIMIT matches when the trigram index finds them
 # within SEARCH_BUDGET_MS, otherwise the matches among the newest ADMIN_SEARCH_WINDOW events (the
@@ -55,19 +56,6 @@ def _estimate(queryset: QuerySet[Any]) -> int:
     if isinstance(plan, str):
         plan = json.loads(plan)
     return int(plan[0]["Plan"]["Plan Rows"])
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """No add, change or delete from the admin: the audit is append-only."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 # The /audit API's filters, accepted by the admin's list under the same names and meanings.

@@ -14,6 +14,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
+from autoheal_site.admin_base import ReadOnlyAdmin
 from remediation.matchers import MatcherError
 from remediation.models import Alert, Job, Policy
 from remediation.payload import PayloadError
@@ -149,19 +150,8 @@ class PolicyAdmin(admin.ModelAdmin):
             policy_delete(policy=policy, actor=request.user.get_username(), source="admin")
 
 
-class _ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(Alert)
-class AlertAdmin(_ReadOnlyAdmin):
+class AlertAdmin(ReadOnlyAdmin):
     """Incidents as received; changed only by intake and the workers."""
 
     list_display = ["alertname", "fingerprint", "status", "starts_at", "deliveries", "last_received_at", "source"]
@@ -171,7 +161,7 @@ class AlertAdmin(_ReadOnlyAdmin):
 
 
 @admin.register(Job)
-class JobAdmin(_ReadOnlyAdmin):
+class JobAdmin(ReadOnlyAdmin):
     """Remediation jobs; their life is the workers' business."""
 
     list_display = ["id", "policy_name", "action", "target", "state", "attempt", "dry_run", "queued_at", "finished_at"]

@@ -32,9 +32,6 @@ DEFAULT_COOLDOWN_SECONDS = 300
 DEFAULT_MAX_ACTIONS_PER_HOUR = 3
 DEFAULT_VERIFY_WITHIN_SECONDS = 300
 
-# INTERFACE.md's vocabulary for action_skipped's data.reason.
-SKIP_REASONS = ("disabled", "paused", "cooldown", "budget", "circuit_open", "acked", "resolved", "not_allowed")
-
 BUDGET_WINDOW = timedelta(hours=1)
 
 

@@ -12,7 +12,7 @@ import logging
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
@@ -20,6 +20,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from audit.services import audit_record_many
+from autoheal_site.utc import iso_utc
 from remediation import wakeup
 from remediation.models import Alert, Job
 from remediation.payload import Delivery, IncomingAlert, PayloadError, parse_delivery
@@ -42,10 +43,6 @@ class IngestResult:
 
     def as_dict(self) -> dict[str, int]:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "jobs": self.jobs}
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _is_audited_duplicate(repeat: int) -> bool:
@@ -261,7 +258,7 @@ def _truncated_event(delivery: Delivery, actor: str) -> dict[str, Any]:
 def _received_event(alert: IncomingAlert, delivery: Delivery, source: str) -> dict[str, Any]:
     data: dict[str, Any] = {
         "status": alert.status,
-        "starts_at": _iso(alert.starts_at),
+        "starts_at": iso_utc(alert.starts_at),
         "labels": alert.labels,
         "annotations": alert.annotations,
         "generator_url": alert.generator_url,
@@ -278,7 +275,7 @@ def _resolved_event(row: Alert) -> dict[str, Any]:
     return {
         "kind": "alert_resolved",
         "message": f"{row.alertname or 'alert'} resolved; incident closed",
-        "data": {"starts_at": _iso(row.starts_at), "ends_at": _iso(row.ends_at)},
+        "data": {"starts_at": iso_utc(row.starts_at), "ends_at": iso_utc(row.ends_at)},
     }
 
 
@@ -294,7 +291,7 @@ def _duplicate_event(alert: IncomingAlert, row: Alert, *, stale: bool) -> dict[s
         "data": {
             "status": alert.status,
             "incident_status": row.status,
-            "starts_at": _iso(alert.starts_at),
+            "starts_at": iso_utc(alert.starts_at),
             "deliveries": delivery_number,
             "stale": stale,
         },

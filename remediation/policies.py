@@ -70,7 +70,7 @@ def policy_rules() -> list[PolicyRule]:
 
 
 def policy_as_data(policy: Policy) -> dict[str, Any]:
-    """A policy row as the data of INTERFACE.md (the YAML shape), fields in order."""
+    """A policy row as the data of docs/interface.md (the YAML shape), fields in order."""
     return {name: getattr(policy, name) for name in FIELDS}
 
 
@@ -263,7 +263,7 @@ def policies_import(*, documents: Iterable[Any], actor: str, dry_run: bool = Fal
 
 
 def policies_export() -> str:
-    """Every policy as the YAML of INTERFACE.md, by priority then name; import reads it back."""
+    """Every policy as the YAML of docs/interface.md, by priority then name; import reads it back."""
     policies = [policy_as_data(p) for p in Policy.objects.order_by("priority", "name")]
     return yaml.safe_dump(
         {"policies": policies}, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000

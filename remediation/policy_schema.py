@@ -1,4 +1,4 @@
-"""A policy as data: defaults, field checks and the YAML shape of INTERFACE.md. Pure.
+"""A policy as data: defaults, field checks and the YAML shape of docs/interface.md. Pure.
 
 ``policy_validate`` is the one place that says what a valid policy is; the admin form, the YAML
 import and the services all go through it, so a policy that passes one passes all.
@@ -17,7 +17,7 @@ from remediation.matchers import MatcherError, parse_matchers
 from remediation.models import DOCKER_ACTIONS, Action
 from remediation.targets import TemplateError, compile_template
 
-# Field order of INTERFACE.md; export writes them in this order.
+# Field order of docs/interface.md; export writes them in this order.
 DEFAULTS: dict[str, Any] = {
     "name": None,
     "enabled": True,
