@@ -7,6 +7,7 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
+from autoheal_site.text import visible
 from autoheal_site.utc import iso_utc
 
 KINDS = (
@@ -101,7 +102,7 @@ class AuditEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.id} {self.kind} {self.alertname}"
+        return visible(f"{self.id} {self.kind} {self.alertname}")
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None and not kwargs.get("force_insert"):

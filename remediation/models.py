@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from autoheal_site.text import visible
 from remediation.decisions import DEFAULT_COOLDOWN_SECONDS, DEFAULT_MAX_ACTIONS_PER_HOUR, DEFAULT_VERIFY_WITHIN_SECONDS
 
 
@@ -90,7 +91,7 @@ class Alert(models.Model):
         indexes = [models.Index(fields=["status", "received_at"], name="alert_status_recv")]
 
     def __str__(self) -> str:
-        return f"{self.alertname} {self.fingerprint} @ {self.starts_at:%Y-%m-%dT%H:%M:%SZ}"
+        return visible(f"{self.alertname} {self.fingerprint} @ {self.starts_at:%Y-%m-%dT%H:%M:%SZ}")
 
 
 class Job(models.Model):
@@ -148,7 +149,7 @@ class Job(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"job {self.pk} {self.action} {self.target} ({self.state})"
+        return visible(f"job {self.pk} {self.action} {self.target} ({self.state})")
 
 
 class SwitchManager(models.Manager["Switch"]):
