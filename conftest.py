@@ -22,6 +22,11 @@ FIXTURES = Path(__file__).resolve().parent / "tests" / "fixtures" / "alertmanage
 REQUIRE_SERVICES = os.environ.get("AUTOHEAL_REQUIRE_SERVICES", "") in ("1", "true", "yes")
 ARTIFACTS = Path(__file__).resolve().parent / "test-artifacts"
 
+# Most tests run inside one transaction that never commits, where a sealer could never see their
+# audit events: they chain inline, and so do the servers and workers they start (inherited
+# environment). The sealer's own tests (audit/tests/test_sealer.py) switch to it explicitly.
+os.environ.setdefault("AUTOHEAL_AUDIT_CHAIN", "inline")
+
 
 def service_missing(reason: str) -> None:
     """Skip locally, fail in CI: a test that needs a missing service must never pass silently."""
@@ -53,6 +58,20 @@ def _require_marked_services(request: pytest.FixtureRequest) -> None:
         service_missing(f"Alertmanager: {why}")
     if "browser" in marks and (why := _binary_present("chromium")):
         service_missing(f"browser: {why}")
+
+
+@pytest.fixture(autouse=True)
+def _audit_chain_mode(settings: Any) -> None:
+    settings.AUTOHEAL_AUDIT_CHAIN = os.environ["AUTOHEAL_AUDIT_CHAIN"]
+
+
+@pytest.fixture(autouse=True)
+def _webhook_counts_stored_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The background flusher writes on its own connection, outside a test's transaction, so its
+    # rows would outlive the test; tests store each count at once unless they test the flusher.
+    from observability import services
+
+    monkeypatch.setattr(services, "WEBHOOK_FLUSH_SECONDS", 0)
 
 
 @pytest.fixture(autouse=True)

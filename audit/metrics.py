@@ -1,32 +1,30 @@
-"""Metrics derived from audit writes.
+"""Observers of audit writes: how other apps (metrics) learn of each chained batch.
 
-Both functions store into the shared series of the ``observability`` app, so every web and worker
-process adds to the same numbers and they survive restarts; ``/metrics`` reads them at scrape time.
+The trail depends on nobody: an app that derives numbers from the audit trail registers an
+observer here (``observability`` does in its ``AppConfig.ready``). Observers run inside the
+chaining transaction, so whatever they store moves if and only if the events commit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from audit.models import AuditEvent
 
+WriteObserver = Callable[["Sequence[AuditEvent]", float], None]
+
+_observers: list[WriteObserver] = []
+
+
+def register_write_observer(observer: WriteObserver) -> None:
+    """Call ``observer(events, elapsed_seconds)`` for every chained batch, in its transaction."""
+    if observer not in _observers:
+        _observers.append(observer)
+
 
 def observe_audit_write(events: Sequence[AuditEvent], elapsed: float) -> None:
-    """Count the events by kind and observe the write latency.
-
-    Runs inside the audit transaction (one upsert for the whole batch), so the numbers move if and
-    only if the events commit.
-    """
-    from observability.series import audit_deltas
-    from observability.services import series_add
-
-    series_add(deltas=audit_deltas(events, elapsed))
-
-
-def count_webhook_request(code: int) -> None:
-    """Count one answer of POST /alert by HTTP status (autoheal_webhook_requests_total{code})."""
-    from observability.services import webhook_request_count
-
-    webhook_request_count(code=code)
+    """Hand one chained batch and the time it took to every registered observer."""
+    for observer in _observers:
+        observer(events, elapsed)

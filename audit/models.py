@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from django.db import models
 from django.utils import timezone
+
+from autoheal_site.text import visible
+from autoheal_site.utc import iso_utc
 
 KINDS = (
     "alert_received",
@@ -48,11 +50,6 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
 
     def delete(self) -> tuple[int, dict[str, int]]:
         raise AppendOnlyError("audit events are append-only; use manage.py audit_prune")
-
-
-def iso_utc(ts: datetime) -> str:
-    """A timestamp as UTC ISO 8601 with a ``Z``, the form used in the API, JSONL and hashes."""
-    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def search_text(*, alertname: str, target: str, message: str, data: dict[str, Any]) -> str:
@@ -105,7 +102,7 @@ class AuditEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.id} {self.kind} {self.alertname}"
+        return visible(f"{self.id} {self.kind} {self.alertname}")
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None and not kwargs.get("force_insert"):
@@ -116,7 +113,7 @@ class AuditEvent(models.Model):
         raise AppendOnlyError("audit events are append-only; use manage.py audit_prune")
 
     def as_dict(self) -> dict[str, Any]:
-        """The event as INTERFACE.md shows it (the hash fields are for audit_verify)."""
+        """The event as docs/interface.md shows it (the hash fields are for audit_verify)."""
         return {
             "id": self.id,
             "ts": iso_utc(self.ts),
@@ -165,3 +162,29 @@ class AuditAnchor(models.Model):
 
     def __str__(self) -> str:
         return f"pruned through {self.through_id} ({self.removed} events)"
+
+
+class AuditPending(models.Model):
+    """An audit event its writer has committed but the sealer has not yet placed in the chain.
+
+    Writers only INSERT here, without any lock, so they never wait on each other. The sealer
+    (``audit.sealer.audit_seal``) moves committed rows into :class:`AuditEvent`, in the order it
+    finds them, assigning the chain position (the event id), the hash and the final timestamp, and
+    deletes them here in the same transaction: a row is in exactly one of the two tables.
+    """
+
+    ts = models.DateTimeField(default=timezone.now)
+    kind = models.CharField(max_length=32)
+    alertname = models.CharField(max_length=200, blank=True, default="")
+    fingerprint = models.CharField(max_length=64, blank=True, default="")
+    policy = models.CharField(max_length=100, blank=True, default="")
+    target = models.CharField(max_length=255, blank=True, default="")
+    message = models.TextField(blank=True, default="")
+    actor = models.CharField(max_length=150, blank=True, default="")
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"pending {self.id} {self.kind}"

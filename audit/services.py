@@ -1,8 +1,11 @@
 """The one writer of the audit trail, and its retention and restore tools.
 
-``audit_record`` writes the row in the caller's transaction, chains its hash to the previous event,
-counts it in the metrics, and, only after the transaction commits, appends it to the JSONL mirror
-and publishes it to the live stream. An event whose transaction rolls back leaves no trace.
+``audit_record`` writes the event in the caller's transaction. With the sealer (PostgreSQL's
+default) it is stored as pending, without any lock, and ``audit.sealer`` later chains committed
+pending events in batches; inline (SQLite's default) it is chained here under the chain lock. Either
+way the chained events are counted in the metrics in the chaining transaction and, only after it
+commits, appended to the JSONL mirror and published to the live stream. An event whose transaction
+rolls back leaves no trace. See docs/audit-chain.md.
 
 ``audit_prune`` is the only code that deletes events; ``audit_import`` restores exported ones.
 """
@@ -18,14 +21,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.management.color import no_style
 from django.db import connection, transaction
 from django.db.models import Max, Min
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from audit import mirror
-from audit.models import ALL_KINDS, AuditAnchor, AuditEvent, AuditExport, iso_utc, search_text
+from audit import metrics, mirror
+from audit.models import ALL_KINDS, AuditAnchor, AuditEvent, AuditExport, AuditPending, iso_utc, search_text
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +42,23 @@ _LIMITS = {"message": 10000, "alertname": 200, "fingerprint": 64, "policy": 100,
 # The fields of an event that its hash covers, in the order of INTERFACE.md.
 HASHED_FIELDS = ("ts", "kind", "alertname", "fingerprint", "policy", "target", "message", "actor", "data")
 
-# Called after commit with each committed event; the stream and metrics modules register here.
-_after_commit_hooks: list[Callable[[AuditEvent], None]] = []
+
+# Called after commit with each committed batch of chained events, in chain order.
+_after_commit_batch_hooks: list[Callable[[list[AuditEvent]], None]] = []
+# Called after a writer's transaction commits pending (not yet chained) events: wakes a sealer.
+_pending_hooks: list[Callable[[], None]] = []
 
 
-def register_after_commit(hook: Callable[[AuditEvent], None]) -> None:
-    """Register a callable run for every committed event (SSE publish, mirror)."""
-    if hook not in _after_commit_hooks:
-        _after_commit_hooks.append(hook)
+def register_after_commit_batch(hook: Callable[[list[AuditEvent]], None]) -> None:
+    """Register a callable run once per chained, committed batch (the stream's doorbell)."""
+    if hook not in _after_commit_batch_hooks:
+        _after_commit_batch_hooks.append(hook)
+
+
+def register_pending_committed(hook: Callable[[], None]) -> None:
+    """Register a callable run after a transaction that stored pending events commits."""
+    if hook not in _pending_hooks:
+        _pending_hooks.append(hook)
 
 
 def body_hash(prev_hash: str, body: dict[str, Any]) -> str:
@@ -108,13 +121,17 @@ def audit_record(
     )[0]
 
 
-def audit_record_many(items: list[dict[str, Any]]) -> list[AuditEvent]:
-    """Record several events at once: one chain lock and one INSERT for the lot.
+def chain_mode() -> str:
+    """How events join the chain here: ``sealer`` or ``inline`` (see ``AUTOHEAL_AUDIT_CHAIN``)."""
+    choice = str(getattr(settings, "AUTOHEAL_AUDIT_CHAIN", "auto"))
+    if choice == "auto":
+        return "sealer" if connection.vendor == "postgresql" else "inline"
+    return choice
 
-    Timestamps never go backwards along the chain: an event stamped (or given a ``ts``) earlier
-    than the last recorded one takes the last one's time. That keeps ``ts`` ordered like ``id``,
-    which is what lets time filters be answered as id ranges.
-    """
+
+def _normalise(items: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """Check each item and bring it to the stored form (field limits applied, ``ts`` set)."""
+    rows = []
     for item in items:
         if item["kind"] not in ALL_KINDS:
             raise ValueError(f"unknown audit kind: {item['kind']!r}")
@@ -123,30 +140,63 @@ def audit_record_many(items: list[dict[str, Any]]) -> list[AuditEvent]:
         given = item.get("ts")
         if given is not None and timezone.is_naive(given):
             raise ValueError("audit ts must be timezone-aware")
-    if not items:
+        fields = {name: str(item.get(name) or "")[:limit] for name, limit in _LIMITS.items()}
+        rows.append({"ts": given or now, "kind": item["kind"], "data": item.get("data") or {}, **fields})
+    return rows
+
+
+def audit_record_many(items: list[dict[str, Any]]) -> list[AuditEvent]:
+    """Record several events at once, in the caller's transaction (or its own), with one INSERT.
+
+    With the sealer (``chain_mode() == "sealer"``) the events are stored as pending, without any
+    lock, and join the chain when the sealer next runs (``audit.sealer``): the returned events
+    carry no id or hash yet. Inline, they are chained here under the chain lock and returned with
+    their ids and hashes.
+
+    Timestamps never go backwards along the chain: an event stamped (or given a ``ts``) earlier
+    than the last chained one takes the last one's time when it is chained. That keeps ``ts``
+    ordered like ``id``, which is what lets time filters be answered as id ranges.
+    """
+    rows = _normalise(items, timezone.now())
+    if not rows:
         return []
+    if chain_mode() == "sealer":
+        return _record_pending(rows)
     started = time.perf_counter()
     with transaction.atomic():
         prev, last_ts = _lock_chain()
-        now = timezone.now()
-        events = []
-        for item in items:
-            ts = item.get("ts") or now
-            if last_ts is not None and ts < last_ts:
-                ts = last_ts
-            last_ts = ts
-            fields = {name: str(item.get(name) or "")[:limit] for name, limit in _LIMITS.items()}
-            data = item.get("data") or {}
-            event = AuditEvent(ts=ts, kind=item["kind"], data=data, **fields)
-            event.search = search_text(alertname=event.alertname, target=event.target, message=event.message, data=data)
-            event.prev_hash = prev
-            event.hash = event_hash(prev, event)
-            prev = event.hash
-            events.append(event)
+        events = chain_events(rows, prev, last_ts)
         _insert(events)
-        elapsed = time.perf_counter() - started
-        _count(events, elapsed)
+        _count(events, time.perf_counter() - started)
         transaction.on_commit(lambda: _after_commit(events))
+    return events
+
+
+def _record_pending(rows: list[dict[str, Any]]) -> list[AuditEvent]:
+    # One INSERT, no lock, no counter row touched: concurrent writers never wait on each other.
+    AuditPending.objects.bulk_create([AuditPending(**row) for row in rows])
+    for hook in _pending_hooks:
+        transaction.on_commit(hook)
+    return [AuditEvent(**row) for row in rows]
+
+
+def chain_events(rows: list[dict[str, Any]], prev: str, last_ts: datetime | None) -> list[AuditEvent]:
+    """Build chained (not yet inserted) events from stored-form rows, after ``prev``/``last_ts``."""
+    events = []
+    for row in rows:
+        ts = row["ts"]
+        if last_ts is not None and ts < last_ts:
+            ts = last_ts
+        last_ts = ts
+        fields = {name: row[name] for name in _LIMITS}
+        event = AuditEvent(ts=ts, kind=row["kind"], data=row["data"], **fields)
+        event.search = search_text(
+            alertname=event.alertname, target=event.target, message=event.message, data=event.data
+        )
+        event.prev_hash = prev
+        event.hash = event_hash(prev, event)
+        prev = event.hash
+        events.append(event)
     return events
 
 
@@ -159,19 +209,21 @@ def _insert(events: list[AuditEvent]) -> None:
 
 
 def _count(events: list[AuditEvent], elapsed: float) -> None:
-    from audit import metrics
-
     metrics.observe_audit_write(events, elapsed)
 
 
 def _after_commit(events: list[AuditEvent]) -> None:
     mirror.append_many(events)
-    for event in events:
-        for hook in _after_commit_hooks:
-            try:
-                hook(event)
-            except Exception:  # a failing subscriber must never break the writer
-                logger.exception("audit after-commit hook failed for event %s", event.id)
+    publish_committed(events)
+
+
+def publish_committed(events: list[AuditEvent]) -> None:
+    """Run the registered hooks for chained, committed events, in chain order."""
+    for hook in _after_commit_batch_hooks:
+        try:
+            hook(events)
+        except Exception:  # a failing subscriber must never break the writer
+            logger.exception("audit after-commit hook failed for %d events", len(events))
 
 
 # --- Export bookkeeping and retention --------------------------------------------------------

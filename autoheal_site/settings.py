@@ -303,6 +303,13 @@ AUTOHEAL_PORT = env_int("AUTOHEAL_PORT", 9009)
 AUTOHEAL_WEBHOOK_TOKENS = env_secret_list("AUTOHEAL_WEBHOOK_TOKENS")
 AUTOHEAL_WEBHOOK_MAX_BYTES = env_int("AUTOHEAL_WEBHOOK_MAX_BYTES", 1024 * 1024)
 AUTOHEAL_AUDIT_JSONL = env_str("AUTOHEAL_AUDIT_JSONL", str(DATA_DIR / "audit.jsonl"))
+# How audit events join the hash chain (docs/audit-chain.md): "sealer" (writers commit to a pending
+# table without waiting on each other; a sealer in the worker or `audit_seal` chains them in
+# batches), "inline" (each writer chains its own events under one lock: one process, SQLite), or
+# "auto" (sealer on PostgreSQL, inline otherwise).
+AUTOHEAL_AUDIT_CHAIN = env_str("AUTOHEAL_AUDIT_CHAIN", "auto").strip().lower()
+if AUTOHEAL_AUDIT_CHAIN not in ("auto", "sealer", "inline"):
+    raise ImproperlyConfigured("AUTOHEAL_AUDIT_CHAIN must be auto, sealer or inline")
 AUTOHEAL_RATE_LIMIT = parse_rate(env_str("AUTOHEAL_RATE_LIMIT", "100/60s"))
 AUTOHEAL_WEBHOOK_RATE_LIMIT = parse_rate(env_str("AUTOHEAL_WEBHOOK_RATE_LIMIT", "6000/60s"))
 AUTOHEAL_TRUSTED_PROXIES = env_list("AUTOHEAL_TRUSTED_PROXIES")

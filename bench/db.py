@@ -16,11 +16,20 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/8"
 
 
 def db_url() -> str:
-    return os.environ.get("AUTOHEAL_BENCH_DATABASE_URL", DEFAULT_DB_URL)
+    """``AUTOHEAL_BENCH_DATABASE_URL``, else the test database's name with ``_bench`` appended
+    (so runs that keep their tests apart keep their benchmarks apart too), else the default."""
+    if os.environ.get("AUTOHEAL_BENCH_DATABASE_URL"):
+        return os.environ["AUTOHEAL_BENCH_DATABASE_URL"]
+    test_url = os.environ.get("AUTOHEAL_TEST_DATABASE_URL")
+    if test_url:
+        parts = urlsplit(test_url)
+        return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "_bench"))
+    return DEFAULT_DB_URL
 
 
 def redis_url() -> str:
-    return os.environ.get("AUTOHEAL_BENCH_REDIS_URL", DEFAULT_REDIS_URL)
+    """``AUTOHEAL_BENCH_REDIS_URL``, else the tests' Redis database, else the default."""
+    return os.environ.get("AUTOHEAL_BENCH_REDIS_URL") or os.environ.get("AUTOHEAL_TEST_REDIS_URL") or DEFAULT_REDIS_URL
 
 
 def _maintenance_url(url: str) -> tuple[str, str]:
@@ -70,9 +79,9 @@ def truncate_state() -> None:
     trail is append-only through the ORM, and this database is the benchmark's own)."""
     from django.db import connection
 
-    from audit.models import AuditEvent
+    from audit.models import AuditEvent, AuditPending
     from remediation.models import Alert, Job, Policy, Switch
 
-    tables = [m._meta.db_table for m in (Job, Alert, AuditEvent, Policy, Switch)]
+    tables = [m._meta.db_table for m in (Job, Alert, AuditEvent, AuditPending, Policy, Switch)]
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")

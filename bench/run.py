@@ -27,7 +27,7 @@ DEFAULT_SERVER = "gunicorn-gthread-2x4"
 
 
 def _scenarios() -> dict[str, Callable[[Context], None]]:
-    from bench import external, healing, ingest, latency, profile_webhook, serving
+    from bench import external, healing, ingest, latency, profile_webhook, serving, storm
 
     return {
         "client": serving.client_ceiling,
@@ -36,6 +36,7 @@ def _scenarios() -> dict[str, Callable[[Context], None]]:
         "audit_write": ingest.audit_write,
         "latency": latency.latency,
         "healing": healing.healing,
+        "storm": storm.storm,
         "profile": profile_webhook.profile,
         "audit_api": external.audit_api,
         "sse": external.sse_fanout,
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     env = _base_env(data_dir)
-    if any(n in chosen for n in ("healing", "latency")):
+    if any(n in chosen for n in ("healing", "latency", "storm")):
         env.update(_docker_env())
 
     print(f"bench: database {db.db_url()} (recreated), Redis {db.redis_url()}, logs in {workdir}", flush=True)
@@ -107,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()
+    from audit.sealer import SealerLoop
+
+    # Events written by web processes (and the harness's probes) join the audit chain even in
+    # scenarios that run no worker; with a worker running, whichever finds the election free seals.
+    sealer = SealerLoop()
+    sealer.start()
 
     ctx = Context(quick=args.quick, env=full_env, logdir=workdir / "logs", server=args.server)
     scenarios = _scenarios()
@@ -123,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx.facts.setdefault("load", {})[name] = f"{load_before} -> {_loadavg()}"
         print(f"   ({time.monotonic() - t0:.0f} s, load average {ctx.facts['load'][name]})", flush=True)
 
+    sealer.stop()
     meta = {
         "when": stamp,
         "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),

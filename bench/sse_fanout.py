@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -92,9 +93,16 @@ def _writer_main(rate: float, seconds: float, out: Path) -> None:
     django.setup()
     from django.db import transaction
 
+    from audit.models import AuditEvent
+    from audit.sealer import SealerLoop, audit_seal_all
     from audit.services import audit_record
 
-    committed: list[tuple[int, float]] = []
+    # With the sealer (PostgreSQL) an event gets its id when it is chained: this process seals its
+    # own events as a worker would, so the latency measured includes the seal.
+    sealer = SealerLoop()
+    sealer.start()
+    committed_by_message: list[tuple[str, float]] = []
+    run = secrets.token_hex(4)  # messages unique to this run: ids are looked up by message below
     total = int(rate * seconds)
     start = time.monotonic()
     for i in range(total):
@@ -103,13 +111,22 @@ def _writer_main(rate: float, seconds: float, out: Path) -> None:
         if delay > 0:
             time.sleep(delay)
         stamp: list[float] = []
+        message = f"bench {run} {i}"
         with transaction.atomic():
-            # Registered before audit_record's own hook, so it runs first: the time of the commit,
-            # before the doorbell is rung.
+            # Registered before audit_record's own hook, so it runs first: the time of the commit.
             transaction.on_commit(lambda stamp=stamp: stamp.append(time.monotonic()))
-            event = audit_record(kind="action_ok", alertname="BenchAlert", target=f"c-{i % 20}", message=f"bench {i}")
-        committed.append((event.id, stamp[0]))
-    out.write_text(json.dumps({"committed": committed, "elapsed": time.monotonic() - start}))
+            audit_record(kind="action_ok", alertname="BenchAlert", target=f"c-{i % 20}", message=message)
+        committed_by_message.append((message, stamp[0]))
+    elapsed = time.monotonic() - start
+    sealer.stop()
+    audit_seal_all(wait=30.0)
+    ids = dict(
+        AuditEvent.objects.filter(alertname="BenchAlert", message__in=[m for m, _ in committed_by_message]).values_list(
+            "message", "id"
+        )
+    )
+    committed = [(ids[m], t) for m, t in committed_by_message if m in ids]
+    out.write_text(json.dumps({"committed": committed, "elapsed": elapsed}))
 
 
 # --- Orchestration ----------------------------------------------------------------------------

@@ -85,7 +85,7 @@ COUNTERS = (EVENTS, ACTIONS, FAILURES, VERIFICATIONS, ESCALATIONS, FALSE_POSITIV
 
 AUDIT_WRITE = Histogram(
     "autoheal_audit_write_seconds",
-    "Time to write one batch of audit events (chain lock, hash, insert), in seconds.",
+    "Time to chain one batch of audit events (chain lock, hash, insert, count), in seconds.",
     (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0),
 )
 ACTION_DURATION = Histogram(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from django.db import Error, connection, transaction
 
 from observability.models import MetricSeries
-from observability.series import Delta, webhook_deltas
+from observability.series import Delta, EventLike, audit_deltas, webhook_deltas
 
 logger = logging.getLogger(__name__)
 
@@ -90,19 +91,80 @@ class _PendingWebhookCounts:
 pending_webhook_counts = _PendingWebhookCounts()
 
 
+def audit_write_observe(events: Sequence[EventLike], elapsed: float) -> None:
+    """Count a chained audit batch by kind and observe its write time (registered with the trail).
+
+    Runs inside the chaining transaction (one upsert for the whole batch), so the numbers move if
+    and only if the events commit, in whichever process chained them.
+    """
+    series_add(deltas=audit_deltas(events, elapsed))
+
+
 def webhook_request_count(*, code: int) -> None:
     """Count one answer of POST /alert (autoheal_webhook_requests_total{code}).
 
     A 202 also moves ``autoheal_webhook_last_accepted_timestamp``, the heartbeat's second source.
 
-    Stored in its own transaction: inside a caller's open transaction it waits for the commit, so
-    a rolled-back request is still counted by the next flush rather than lost with the rollback.
+    Off the request path: the count waits in this process and a background flusher stores all
+    waiting counts in one upsert at most every ``WEBHOOK_FLUSH_SECONDS`` (a storm of deliveries
+    costs one counter write per second per process, not one per delivery, and no delivery commits
+    twice). A scrape of this process flushes first, and so does a clean exit; a process killed
+    outright loses at most that last second of counts (never an alert).
     """
     pending_webhook_counts.add(code, now=time.time())
-    if connection.in_atomic_block:
+    if WEBHOOK_FLUSH_SECONDS > 0:
+        _flusher.wake()
+    elif connection.in_atomic_block:
+        # Synchronous mode (tests in one transaction): stored after the caller's commit.
         try:
             transaction.on_commit(pending_webhook_counts.flush)
         except Exception:  # the caller's transaction is already broken; the next flush stores it
             logger.debug("webhook count deferred: transaction unusable")
-        return
-    pending_webhook_counts.flush()
+    else:
+        pending_webhook_counts.flush()
+
+
+# Seconds a webhook count may wait before the background flusher stores it; 0 stores each count
+# right away in the caller's thread (what tests that run inside one transaction need).
+WEBHOOK_FLUSH_SECONDS = 1.0
+
+
+class _Flusher:
+    """One daemon thread per process that stores the waiting webhook counts, batched."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        self._event.set()
+        if self._thread is None or not self._thread.is_alive():
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._run, name="webhook-counts", daemon=True)
+                    self._thread.start()
+                    atexit.register(_flush_at_exit)
+
+    def _run(self) -> None:
+        while True:
+            self._event.wait()
+            time.sleep(WEBHOOK_FLUSH_SECONDS)  # gather a second's worth into one statement
+            self._event.clear()
+            try:
+                pending_webhook_counts.flush()
+            except Exception:
+                logger.exception("could not store webhook request counts; they wait for the next flush")
+            finally:
+                # One short connection per flush: the thread holds no idle connection between them.
+                connection.close()
+
+
+def _flush_at_exit() -> None:
+    try:
+        pending_webhook_counts.flush()
+    except Exception:  # at exit there is nobody left to tell but the log
+        logger.warning("webhook request counts could not be stored at exit")
+
+
+_flusher = _Flusher()

@@ -3,7 +3,8 @@
 A plain Django view (no DRF) so the hot path stays small. It answers only after the delivery is
 committed, and never runs a remediation itself: the workers pick the queued jobs up. Alertmanager
 retries 5xx answers only, so a database outage is a 503 (retried, nothing lost) and a bad body a
-400 (not retried, it would never get better).
+400 (not retried, it would never get better). A value the database refuses is such a bad body,
+not an outage: ``remediation.dberrors`` tells the two apart.
 
 What a rejected request leaves behind: a 401 adds no row anywhere (it only moves the counter
 ``autoheal_webhook_requests_total{code="401"}`` and is logged without the token), so an
@@ -21,14 +22,15 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, connection
+from django.db import DatabaseError, InterfaceError, connection, transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from audit import metrics
 from audit.services import audit_record
+from observability.services import webhook_request_count
+from remediation.dberrors import DatabaseFault, database_fault, database_problem
+from remediation.intake import alert_ingest
 from remediation.payload import PayloadError
-from remediation.services import alert_ingest
 
 logger = logging.getLogger(__name__)
 
@@ -130,12 +132,48 @@ def _handle(request: HttpRequest) -> JsonResponse:
         result = alert_ingest(payload=payload, source="alertmanager", actor="alertmanager")
     except PayloadError as exc:
         return _reject(request, 400, str(exc), {"field": exc.field, "bytes": len(body)})
-    except (DatabaseError, InterfaceError):
+    except (DatabaseError, InterfaceError) as exc:
+        fault = database_fault(exc)
+        if fault is DatabaseFault.DATA:
+            # This body fails the same way every time: a 400 (not retried), never a retry loop.
+            logger.warning("POST /alert: the database refused the delivery's data: %s", database_problem(exc))
+            field = _refused_field(payload)
+            reason = f"{field}: the database refused a value of this delivery: {database_problem(exc)}"
+            return _reject(request, 400, reason, {"field": field, "bytes": len(body)})
+        if fault is DatabaseFault.DEFECT:
+            raise
         logger.exception("POST /alert: database unavailable; Alertmanager will retry")
         # Drop a broken connection now so the next request (Alertmanager's retry) reconnects.
         connection.close_if_unusable_or_obsolete()
         return _answer(503, {"error": "database unavailable"}, Retry_After="5")
     return _answer(202, result.as_dict())
+
+
+class _TrialOver(Exception):
+    """Ends a trial ingest: everything it did is rolled back."""
+
+
+def _refused_field(payload: Any) -> str:
+    """The first alert of a refused delivery that the database refuses on its own, e.g. ``alerts[3]``.
+
+    Each alert is ingested alone inside a transaction that is always rolled back (nothing is
+    stored, no worker is woken): only on this rare path, so a many-alert delivery names its culprit.
+    """
+    alerts = payload.get("alerts") if isinstance(payload, dict) else None
+    if not isinstance(alerts, list) or len(alerts) <= 1:
+        return "alerts[0]"
+    for index, alert in enumerate(alerts):
+        try:
+            with transaction.atomic():
+                alert_ingest(payload={**payload, "alerts": [alert]}, source="alertmanager", actor="alertmanager")
+                raise _TrialOver
+        except _TrialOver:
+            continue
+        except (DatabaseError, InterfaceError) as exc:
+            if database_fault(exc) is DatabaseFault.DATA:
+                return f"alerts[{index}]"
+            break
+    return "alerts"
 
 
 @csrf_exempt
@@ -147,5 +185,5 @@ def alert_webhook(request: HttpRequest) -> JsonResponse:
         # A defect, not a bad request: answer 5xx so Alertmanager keeps the alert and retries.
         logger.exception("POST /alert failed; the delivery was not stored")
         response = _answer(500, {"error": "internal error: the delivery was not stored; Alertmanager will retry"})
-    metrics.count_webhook_request(response.status_code)
+    webhook_request_count(code=response.status_code)
     return response

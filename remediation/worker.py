@@ -15,8 +15,9 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import close_old_connections, connections
 
+from audit.sealer import SealerLoop, audit_seal_all
 from remediation import safety, wakeup
-from remediation.execution.leases import job_claim, leases_expire
+from remediation.execution.leases import job_claim_many, leases_expire
 from remediation.execution.run import job_run
 from remediation.execution.verify import jobs_verify
 
@@ -25,6 +26,13 @@ logger = logging.getLogger(__name__)
 # The worker keeps its database connection between ticks (reconnecting every second would cost
 # more than the work), but replaces it when it broke or after this many seconds.
 CONNECTION_MAX_AGE = 300.0
+# Jobs claimed per round trip. Claimed jobs wait in this worker with their leases renewed; a batch
+# small enough that other workers still get their share of a burst.
+CLAIM_BATCH = 8
+# Housekeeping (end a pause, half-open the breaker, expire leases, verify) runs when the worker is
+# idle and otherwise at most this often, so a busy worker spends its round trips on jobs and a
+# wake-up goes straight to the claim.
+HOUSEKEEPING_SECONDS = 1.0
 
 
 class Worker:
@@ -36,12 +44,13 @@ class Worker:
         self.idle_sleep = min(poll, idle_sleep) if idle_sleep is not None else poll
         self.stop_event = threading.Event()
         self._connected_at = time.monotonic()
-        self.steps: list[Callable[[], bool]] = [
+        self.sealer = SealerLoop()
+        self._housekept_at: float | None = None
+        self.housekeeping: list[Callable[[], bool]] = [
             self.end_expired_pause,
             self.half_open_circuit,
             self.expire_leases,
             self.verify_due,
-            self.run_one_job,
         ]
 
     # Each step: one unit of work, True if it did something.
@@ -58,18 +67,38 @@ class Worker:
     def verify_due(self) -> bool:
         return jobs_verify() > 0
 
-    def run_one_job(self) -> bool:
-        job = job_claim(worker=self.name)
-        if job is None:
-            return False
-        outcome = job_run(job=job, worker=self.name)
-        logger.info("worker %s: job %s -> %s %s", self.name, job.pk, outcome.state, outcome.reason)
-        return True
+    def run_claimed_jobs(self) -> bool:
+        """Claim a few due jobs in one round trip and run them one after the other.
+
+        A job still waiting here when the worker is asked to stop keeps its lease until the lease
+        expires; it has not started, so it is then queued again (never run twice).
+        """
+        jobs = job_claim_many(worker=self.name, limit=CLAIM_BATCH)
+        for job in jobs:
+            if self.stop_event.is_set():
+                break
+            outcome = job_run(job=job, worker=self.name)
+            logger.info("worker %s: job %s -> %s %s", self.name, job.pk, outcome.state, outcome.reason)
+        return bool(jobs)
 
     def tick(self) -> bool:
-        """Run every step once; True if any did something."""
+        """Housekeeping if due, then a batch of jobs, then housekeeping if there was no job and it
+        did not run already; True if anything did something."""
+        did_work = housekept = False
+        if self._housekept_at is None or time.monotonic() - self._housekept_at >= HOUSEKEEPING_SECONDS:
+            did_work, housekept = self._housekeep(), True
+        jobs = self._run_steps([self.run_claimed_jobs])
+        if not jobs and not housekept:
+            did_work = self._housekeep() or did_work
+        return did_work or jobs
+
+    def _housekeep(self) -> bool:
+        self._housekept_at = time.monotonic()
+        return self._run_steps(self.housekeeping)
+
+    def _run_steps(self, steps: list[Callable[[], bool]]) -> bool:
         did_work = False
-        for step in self.steps:
+        for step in steps:
             if self.stop_event.is_set():
                 break
             try:
@@ -81,6 +110,7 @@ class Worker:
     def run_forever(self) -> None:
         logger.info("worker %s started (wake-up: %s)", self.name, wakeup.transport())
         wakeup.listen()
+        self.sealer.start()
         try:
             while not self.stop_event.is_set():
                 self.close_stale_connections()
@@ -88,6 +118,8 @@ class Worker:
                     wakeup.wait_for_jobs(self.idle_sleep)
         finally:
             wakeup.stop_listening()
+            self.sealer.stop()
+            self.seal_what_is_left()
             close_old_connections()
             logger.info("worker %s stopped", self.name)
 
@@ -101,6 +133,14 @@ class Worker:
                 conn.close()
         if aged:
             self._connected_at = time.monotonic()
+
+    def seal_what_is_left(self) -> None:
+        """On a clean stop, chain this worker's last events now rather than at the next sealer."""
+        if self.sealer.enabled:
+            try:
+                audit_seal_all(wait=2.0)
+            except Exception:
+                logger.exception("worker %s: could not seal the last audit events; they stay pending", self.name)
 
     def stop(self) -> None:
         """Ask the loop to finish its current step and exit."""

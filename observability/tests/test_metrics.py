@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from audit import metrics
 from audit.services import audit_record, audit_record_many
 from observability import services
 from observability.collector import AutohealCollector
+from observability.models import MetricSeries
+from observability.series import labels_key
+from observability.services import webhook_request_count
 from observability.tests.helpers import scrape, value
 from remediation.models import Alert, Job, Policy, Switch
 
@@ -253,12 +257,11 @@ def test_false_positive_ratio_is_marked_actions_over_actions_run_in_30_days(clie
 def test_webhook_answers_are_counted_by_code_even_when_the_request_rolled_back(client: Any) -> None:
     started = timezone.now().timestamp()
     for _ in range(3):
-        metrics.count_webhook_request(202)
-    metrics.count_webhook_request(401)
+        webhook_request_count(code=202)
+    webhook_request_count(code=401)
     with pytest.raises(RuntimeError), transaction.atomic():
-        metrics.count_webhook_request(400)
+        webhook_request_count(code=400)
         raise RuntimeError("the request's transaction rolls back")
-    assert services.pending_webhook_counts.pending() == {400: 1}
 
     samples = scrape(client)
 
@@ -271,6 +274,22 @@ def test_webhook_answers_are_counted_by_code_even_when_the_request_rolled_back(c
 
 
 @pytest.mark.django_db(transaction=True)
+def test_counting_a_webhook_answer_writes_nothing_on_the_request_path(
+    client: Any, django_assert_num_queries: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(services, "WEBHOOK_FLUSH_SECONDS", 0.2)
+    with django_assert_num_queries(0):
+        webhook_request_count(code=202)
+    # The background flusher stores it shortly after, without a scrape.
+    stored = MetricSeries.objects.filter(name="autoheal_webhook_requests_total", labels=labels_key({"code": "202"}))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not stored.exists():
+        time.sleep(0.05)
+    assert stored.get().value == 1
+    assert services.pending_webhook_counts.pending() == {}
+
+
+@pytest.mark.django_db(transaction=True)
 def test_concurrent_writers_lose_no_increment(client: Any) -> None:
     threads_count, per_thread = 8, 25
     errors: list[BaseException] = []
@@ -278,7 +297,7 @@ def test_concurrent_writers_lose_no_increment(client: Any) -> None:
     def work() -> None:
         try:
             for _ in range(per_thread):
-                metrics.count_webhook_request(202)
+                webhook_request_count(code=202)
                 audit_record(kind="action_ok", alertname="Busy")
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
@@ -306,9 +325,9 @@ def _database_url() -> str:
 def test_work_done_by_another_process_shows_in_this_process_metrics(client: Any) -> None:
     audit_record(kind="action_ok", alertname="ContainerUnhealthy")
     code = (
-        "from audit.services import audit_record; from audit import metrics; "
+        "from audit.services import audit_record; from observability.services import webhook_request_count; "
         "audit_record(kind='action_fail', alertname='ContainerUnhealthy', data={'duration_seconds': 1}); "
-        "audit_record(kind='action_ok', alertname='ContainerUnhealthy'); metrics.count_webhook_request(503)"
+        "audit_record(kind='action_ok', alertname='ContainerUnhealthy'); webhook_request_count(code=503)"
     )
     env = {**os.environ, "DATABASE_URL": _database_url(), "DJANGO_SETTINGS_MODULE": "autoheal_site.settings"}
     subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=env, check=True, timeout=60)
@@ -328,7 +347,7 @@ def test_work_done_by_another_process_shows_in_this_process_metrics(client: Any)
 def test_exposition_passes_promtool_lint(client: Any, tmp_path: Path) -> None:
     audit_record(kind="action_fail", alertname="ContainerUnhealthy", data={"duration_seconds": 1})
     audit_record(kind="action_verified", alertname="ContainerUnhealthy", data={"time_to_remediate_seconds": 30})
-    metrics.count_webhook_request(202)
+    webhook_request_count(code=202)
     body = client.get("/metrics").content.decode()
 
     result = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, text=True, timeout=30)
@@ -371,8 +390,8 @@ def test_every_metric_of_the_interface_is_exposed_with_its_type(client: Any) -> 
 
 def test_without_a_database_metrics_say_so_and_webhook_counts_wait(tmp_path: Path) -> None:
     code = (
-        "from prometheus_client import generate_latest, REGISTRY; from audit import metrics; "
-        "from observability import services; metrics.count_webhook_request(503); "
+        "from prometheus_client import generate_latest, REGISTRY; "
+        "from observability import services; services.webhook_request_count(code=503); "
         "print(generate_latest(REGISTRY).decode()); print('pending', services.pending_webhook_counts.pending())"
     )
     env = {

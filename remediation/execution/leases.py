@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from remediation.execution.facts import audit_base
+from remediation.execution.transitions import job_lost, job_requeue
 from remediation.models import Job
 
 logger = logging.getLogger(__name__)
@@ -24,37 +25,47 @@ logger = logging.getLogger(__name__)
 
 def job_claim(*, worker: str, now: datetime | None = None) -> Job | None:
     """Take one due queued job for this worker, or None. Two workers never get the same job."""
+    jobs = job_claim_many(worker=worker, limit=1, now=now)
+    return jobs[0] if jobs else None
+
+
+def job_claim_many(*, worker: str, limit: int, now: datetime | None = None) -> list[Job]:
+    """Take up to ``limit`` due queued jobs for this worker in one transaction, oldest due first.
+
+    Two workers never get the same job: on PostgreSQL the candidates are locked with ``SKIP
+    LOCKED`` (another worker's claim in progress is passed over, not waited for), elsewhere each
+    conditional ``UPDATE ... WHERE state='queued'`` must touch exactly one row.
+    """
     now = now or timezone.now()
     lease = now + timedelta(seconds=settings.AUTOHEAL_LEASE_SECONDS)
+    owner = worker[:100]
     due = Job.objects.filter(state=Job.State.QUEUED, not_before__lte=now).order_by("not_before", "id")
+    claim = {"state": Job.State.RUNNING, "lease_owner": owner, "lease_expires_at": lease, "attempts": F("attempts") + 1}
     if connection.vendor == "postgresql":
         with transaction.atomic():
-            job = due.select_for_update(skip_locked=True, of=("self",)).first()
-            if job is None:
-                return None
-            job.state = Job.State.RUNNING
-            job.lease_owner = worker[:100]
-            job.lease_expires_at = lease
-            job.attempts += 1
-            job.save(update_fields=["state", "lease_owner", "lease_expires_at", "attempts"])
+            ids = list(due.select_for_update(skip_locked=True, of=("self",)).values_list("pk", flat=True)[:limit])
+            if not ids:
+                return []
+            Job.objects.filter(pk__in=ids).update(**claim)
     else:
-        claimed_pk = None
-        for candidate in due.values_list("pk", flat=True)[:5]:
+        ids = []
+        for candidate in due.values_list("pk", flat=True)[: limit + 4]:
             # The WHERE state='queued' makes the UPDATE the arbiter: only one worker can flip it.
-            claimed = Job.objects.filter(pk=candidate, state=Job.State.QUEUED).update(
-                state=Job.State.RUNNING, lease_owner=worker[:100], lease_expires_at=lease, attempts=F("attempts") + 1
-            )
-            if claimed == 1:
-                claimed_pk = candidate
-                break
-        if claimed_pk is None:
-            return None
-        job = Job.objects.get(pk=claimed_pk)
-    return Job.objects.select_related("alert", "policy").get(pk=job.pk)
+            if Job.objects.filter(pk=candidate, state=Job.State.QUEUED).update(**claim) == 1:
+                ids.append(candidate)
+                if len(ids) >= limit:
+                    break
+        if not ids:
+            return []
+    return list(Job.objects.select_related("alert", "policy").filter(pk__in=ids).order_by("not_before", "id"))
 
 
 class Heartbeat:
-    """Renews the job's lease while its action runs, on its own database connection."""
+    """Renews the leases of this worker's jobs while an action runs, on its own connection.
+
+    Every job the worker holds is renewed, not only the running one, so jobs claimed in the same
+    batch and still waiting their turn keep their leases however long the action takes.
+    """
 
     def __init__(self, *, job_id: int, worker: str) -> None:
         self.job_id = job_id
@@ -76,7 +87,7 @@ class Heartbeat:
         try:
             while not self._stop.wait(interval):
                 try:
-                    Job.objects.filter(pk=self.job_id, state=Job.State.RUNNING, lease_owner=self.worker).update(
+                    Job.objects.filter(state=Job.State.RUNNING, lease_owner=self.worker).update(
                         lease_expires_at=timezone.now() + timedelta(seconds=settings.AUTOHEAL_LEASE_SECONDS)
                     )
                 except Exception:
@@ -101,7 +112,7 @@ def leases_expire(*, now: datetime | None = None) -> int:
         for job in expired[:50]:
             base = audit_base(job)
             if job.started_at is None:
-                Job.objects.filter(pk=job.pk).update(state=Job.State.QUEUED, lease_owner="", lease_expires_at=None)
+                job_requeue(job_id=job.pk)
                 audit_record(
                     kind="action_retry",
                     message="the worker stopped before the action started; queued again",
@@ -115,7 +126,7 @@ def leases_expire(*, now: datetime | None = None) -> int:
                     **base,
                 )
             else:
-                Job.objects.filter(pk=job.pk).update(state=Job.State.UNKNOWN, finished_at=now, lease_expires_at=None)
+                job_lost(job_id=job.pk, now=now)
                 audit_record(
                     kind="action_unknown",
                     message=(

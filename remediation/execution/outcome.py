@@ -21,6 +21,7 @@ from audit.services import audit_record
 from remediation import safety
 from remediation.decisions import Decision, Limits
 from remediation.execution.facts import audit_base, circuit_counts, is_destructive, job_spec
+from remediation.execution.transitions import job_end, job_requeue
 from remediation.execution.verify import attempt_next
 from remediation.executors import ExecResult, NotAllowed
 from remediation.models import Action, Job, Switch
@@ -42,9 +43,7 @@ def job_settle(*, job: Job, decision: Decision, limits: Limits) -> RunOutcome:
             safety.circuit_trip(reason=decision.message, now=now)
         base = audit_base(job)
         if decision.verdict == "delay" and decision.until is not None:
-            Job.objects.filter(pk=job.pk).update(
-                state=Job.State.QUEUED, not_before=decision.until, lease_owner="", lease_expires_at=None
-            )
+            job_requeue(job_id=job.pk, not_before=decision.until)
             audit_record(
                 kind="action_queued",
                 message=decision.message,
@@ -58,12 +57,11 @@ def job_settle(*, job: Job, decision: Decision, limits: Limits) -> RunOutcome:
             )
             return RunOutcome(state=Job.State.QUEUED, reason="backoff")
         reason = "dry_run" if decision.verdict == "dry_run" else decision.reason
-        Job.objects.filter(pk=job.pk).update(
+        job_end(
+            job_id=job.pk,
             state=Job.State.SKIPPED,
+            now=now,
             skip_reason=reason,
-            finished_at=now,
-            lease_owner="",
-            lease_expires_at=None,
             result={"decision": decision.verdict, "reason": reason, "message": decision.message},
         )
         if decision.verdict == "dry_run":
@@ -129,12 +127,11 @@ def job_finish(
         }
         if result.ok:
             verify = job.action != Action.LOG_ONLY
-            Job.objects.filter(pk=job.pk).update(
+            job_end(
+                job_id=job.pk,
                 state=Job.State.OK,
-                finished_at=now,
+                now=now,
                 result=result_data,
-                lease_owner="",
-                lease_expires_at=None,
                 verify_state=Job.Verify.PENDING if verify else Job.Verify.NONE,
                 verify_deadline=now + timedelta(seconds=job.policy.verify_within_seconds if job.policy else 300)
                 if verify
@@ -153,14 +150,7 @@ def job_finish(
             return RunOutcome(state=Job.State.OK)
         if result.transient and not late and current.attempts <= settings.AUTOHEAL_MAX_RETRIES:
             wait = min(limits.backoff_max_seconds, limits.backoff_base_seconds * 2 ** (current.attempts - 1))
-            Job.objects.filter(pk=job.pk).update(
-                state=Job.State.QUEUED,
-                not_before=now + timedelta(seconds=wait),
-                result=result_data,
-                lease_owner="",
-                lease_expires_at=None,
-                started_at=None,
-            )
+            job_requeue(job_id=job.pk, not_before=now + timedelta(seconds=wait), result=result_data, started_at=None)
             audit_record(
                 kind="action_retry",
                 message=f"{result.detail}; retrying in {wait}s",
@@ -174,14 +164,7 @@ def job_finish(
                 **base,
             )
             return RunOutcome(state=Job.State.QUEUED, reason="retry")
-        Job.objects.filter(pk=job.pk).update(
-            state=Job.State.FAIL,
-            finished_at=now,
-            result=result_data,
-            lease_owner="",
-            lease_expires_at=None,
-            started_at=current.started_at,
-        )
+        job_end(job_id=job.pk, state=Job.State.FAIL, now=now, result=result_data)
         audit_record(
             kind="action_fail",
             message=result.detail,

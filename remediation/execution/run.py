@@ -12,7 +12,7 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.services import audit_record
@@ -21,10 +21,25 @@ from remediation.decisions import Decision, Limits
 from remediation.execution.facts import audit_base, is_destructive, job_decision, job_spec
 from remediation.execution.leases import Heartbeat
 from remediation.execution.outcome import RunOutcome, job_finish, job_settle, trip_if_over
-from remediation.executors import DEFAULT_TIMEOUT, ExecResult, NotAllowed, executor_for, timeout_for
+from remediation.executors import DEFAULT_TIMEOUT, ExecResult, NotAllowed, TargetMissing, executor_for, timeout_for
 from remediation.models import Job, Switch
 
 logger = logging.getLogger(__name__)
+
+
+def _switch_for_start(*, destructive: bool) -> Switch:
+    """The switch row, locked for the start transaction.
+
+    A destructive action takes the row exclusively: its start spends breaker and budget units that
+    no other start may spend at the same time. A log-only action spends nothing, so it takes a
+    share lock: log-only starts do not wait on each other, while a switch change (which locks the
+    row exclusively) still waits for them and they for it, as before.
+    """
+    if destructive or connection.vendor != "postgresql":
+        return safety.switch_locked()
+    table = connection.ops.quote_name(Switch._meta.db_table)
+    rows = list(Switch.objects.raw(f"SELECT * FROM {table} WHERE id = 1 FOR SHARE"))  # noqa: S608  # nosec B608: only the quoted table name
+    return rows[0] if rows else safety.switch_locked()
 
 
 def job_run(*, job: Job, worker: str, limits: Limits | None = None) -> RunOutcome:
@@ -32,7 +47,7 @@ def job_run(*, job: Job, worker: str, limits: Limits | None = None) -> RunOutcom
     limits = limits or safety.limits_from_settings()
     now = timezone.now()
     # First pass without locks, so a disabled or resolved job never causes a Docker call.
-    decision = job_decision(job=job, alert=job.alert, row=Switch.objects.filter(pk=1).first(), now=now, limits=limits)
+    decision = job_decision(job=job, alert=job.alert, row=Switch.objects.current(), now=now, limits=limits)
     if decision.verdict in ("skip", "delay"):
         return job_settle(job=job, decision=decision, limits=limits)
     spec = job_spec(job)
@@ -41,7 +56,7 @@ def job_run(*, job: Job, worker: str, limits: Limits | None = None) -> RunOutcom
         executor.check(spec)
         timeout = timeout_for(spec, default=getattr(executor, "DEFAULT_TIMEOUT", DEFAULT_TIMEOUT))
     except NotAllowed as exc:
-        return job_settle(job=job, decision=Decision("skip", "not_allowed", str(exc)), limits=limits)
+        return job_settle(job=job, decision=Decision("skip", exc.reason, str(exc)), limits=limits)
     except Exception as exc:
         logger.warning("job %s: check failed: %s", job.pk, type(exc).__name__)
         return job_finish(
@@ -49,7 +64,7 @@ def job_run(*, job: Job, worker: str, limits: Limits | None = None) -> RunOutcom
         )
 
     with transaction.atomic():
-        row = safety.switch_locked()
+        row = _switch_for_start(destructive=is_destructive(job.action))
         now = timezone.now()
         current = Job.objects.select_related("alert", "policy").get(pk=job.pk)
         if current.state != Job.State.RUNNING or current.lease_owner != worker[:100]:
@@ -81,6 +96,10 @@ def job_run(*, job: Job, worker: str, limits: Limits | None = None) -> RunOutcom
     started = time.monotonic()
     try:
         result = executor.execute(spec, timeout=timeout)
+    except TargetMissing as exc:
+        # The target vanished after the check: nothing ran, so a skip (SKIPPED is not counted).
+        heartbeat.stop()
+        return job_settle(job=job, decision=Decision("skip", exc.reason, str(exc)), limits=limits)
     except NotAllowed as exc:
         result = ExecResult(ok=False, detail=f"refused at execution time: {exc}")
     except Exception as exc:

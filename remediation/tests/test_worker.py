@@ -15,7 +15,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from remediation import safety, wakeup
 from remediation.execution.facts import job_decision
-from remediation.execution.leases import job_claim, leases_expire
+from remediation.execution.leases import job_claim, job_claim_many, leases_expire
 from remediation.execution.run import job_run
 from remediation.models import Alert, Job, Switch
 from remediation.tests.exec_helpers import drain, events, kinds, make_alert, make_job, make_policy
@@ -260,6 +260,43 @@ def test_two_claimers_never_get_the_same_job():
     assert len(set(claimed)) == 20
 
 
+def test_workers_claiming_batches_never_get_the_same_job():
+    policy = make_policy(action="log_only")
+    for _ in range(50):
+        make_job(policy=policy, alert=make_alert())
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def claim_batches(name: str) -> None:
+        try:
+            while jobs := job_claim_many(worker=name, limit=4):
+                with lock:
+                    claimed.extend(job.pk for job in jobs)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=claim_batches, args=(f"w{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(claimed) == 50
+    assert len(set(claimed)) == 50
+    assert Job.objects.filter(state=Job.State.RUNNING, attempts=1).count() == 50
+
+
+def test_a_batch_claim_takes_several_jobs_in_one_transaction(django_assert_num_queries):
+    policy = make_policy(action="log_only")
+    for _ in range(10):
+        make_job(policy=policy, alert=make_alert())
+    with django_assert_num_queries(5):
+        # One transaction however many jobs: SELECT ... FOR UPDATE SKIP LOCKED, UPDATE, re-read.
+        jobs = job_claim_many(worker="w", limit=8)
+    assert len(jobs) == 8
+    assert {job.lease_owner for job in jobs} == {"w"}
+    assert Job.objects.filter(state=Job.State.QUEUED).count() == 2
+
+
 def test_claiming_a_job_costs_a_fixed_number_of_queries(django_assert_num_queries):
     make_job(policy=make_policy(action="log_only"), alert=make_alert())
     with django_assert_num_queries(5):
@@ -427,3 +464,68 @@ def test_concurrent_workers_never_spend_more_than_the_budget_on_one_target(setti
     assert len(events("action_started")) == 3
     assert sorted(e.data["reason"] for e in events("action_skipped")) == ["budget"] * 9
     assert not Job.objects.filter(state__in=["queued", "running"]).exists()
+
+
+def test_deciding_reads_the_action_history_only_when_the_decision_can_use_it(django_assert_num_queries):
+    limits = safety.limits_from_settings()
+    now = timezone.now()
+    log_job = make_job(policy=make_policy(action="log_only"), alert=make_alert())
+    restart_job = make_job(policy=make_policy(action="restart_container"), alert=make_alert())
+    closed = Switch.objects.get_or_create(pk=1)[0]
+    with django_assert_num_queries(0):
+        assert job_decision(job=log_job, alert=log_job.alert, row=closed, now=now, limits=limits).verdict == "run"
+    with django_assert_num_queries(3):
+        # Two breaker counts and the target's history.
+        assert (
+            job_decision(job=restart_job, alert=restart_job.alert, row=closed, now=now, limits=limits).verdict == "run"
+        )
+    safety.circuit_trip(reason="test", now=now)
+    opened = Switch.objects.get(pk=1)
+    with django_assert_num_queries(0):
+        decision = job_decision(job=restart_job, alert=restart_job.alert, row=opened, now=now, limits=limits)
+    assert (decision.verdict, decision.reason) == ("skip", "circuit_open")
+
+
+def test_log_only_starts_share_the_switch_row_while_destructive_starts_and_switch_changes_wait():
+    from django.db import OperationalError, transaction
+
+    from remediation.execution.run import _switch_for_start
+
+    Switch.objects.get_or_create(pk=1)
+    holding = threading.Event()
+    release = threading.Event()
+
+    def log_only_start_in_progress() -> None:
+        try:
+            with transaction.atomic():
+                _switch_for_start(destructive=False)
+                holding.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=log_only_start_in_progress)
+    thread.start()
+    try:
+        assert holding.wait(30)
+
+        def attempt(destructive: bool | None) -> bool:
+            """True if the lock came within the timeout (``destructive=None``: a switch change)."""
+            try:
+                with transaction.atomic():
+                    with connection.cursor() as cursor:
+                        cursor.execute("SET LOCAL lock_timeout = '300ms'")
+                    if destructive is None:
+                        safety.switch_locked().save()
+                    else:
+                        _switch_for_start(destructive=destructive)
+                return True
+            except OperationalError:
+                return False
+
+        assert attempt(False), "a second log-only start does not wait"
+        assert not attempt(True), "a destructive start waits for the log-only start"
+        assert not attempt(None), "a switch change waits for the log-only start"
+    finally:
+        release.set()
+        thread.join(30)

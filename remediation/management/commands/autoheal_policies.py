@@ -13,7 +13,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from remediation.models import Policy
-from remediation.services import (
+from remediation.policies import (
     PolicyImportError,
     PolicyImportResult,
     policies_export,

@@ -1,0 +1,43 @@
+"""The Job state machine's writes: each transition's field updates, in one place.
+
+::
+
+    queued --claim--> running --start--> (action) --ok--> ok
+      ^                  |                          \\--fail--> fail
+      |                  |                           \\-transient error--> queued (retry, not_before)
+      |                  |--not run--> skipped | queued (backoff, not_before)
+      \\--lease expired before start--  \\--lease expired after start--> unknown
+
+Claiming is ``leases.job_claim_many`` (it must arbitrate between workers); every other transition
+is one ``UPDATE`` here, run in the caller's transaction next to its audit event. Leaving
+``running`` always releases the lease, except into ``unknown``, which keeps the owner's name so the
+stalled worker's late outcome can still be recognised and recorded (``outcome.job_finish``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from remediation.models import Job
+
+_RELEASED: dict[str, Any] = {"lease_owner": "", "lease_expires_at": None}
+
+
+def job_requeue(*, job_id: int, not_before: datetime | None = None, **fields: Any) -> int:
+    """Back to ``queued`` with the lease released; ``not_before`` delays it (backoff, retry)."""
+    if not_before is not None:
+        fields["not_before"] = not_before
+    return Job.objects.filter(pk=job_id).update(state=Job.State.QUEUED, **_RELEASED, **fields)
+
+
+def job_end(*, job_id: int, state: str, now: datetime, **fields: Any) -> int:
+    """Into a terminal state (ok, fail, skipped), finished ``now``, with the lease released."""
+    if state not in (Job.State.OK, Job.State.FAIL, Job.State.SKIPPED):
+        raise ValueError(f"not a terminal state a worker ends a job in: {state!r}")
+    return Job.objects.filter(pk=job_id).update(state=state, finished_at=now, **_RELEASED, **fields)
+
+
+def job_lost(*, job_id: int, now: datetime) -> int:
+    """Into ``unknown``: its worker stopped answering during the action (owner name kept)."""
+    return Job.objects.filter(pk=job_id).update(state=Job.State.UNKNOWN, finished_at=now, lease_expires_at=None)
