@@ -15,10 +15,13 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import close_old_connections, connections
 
+from notifications.outbox import notification_deliver_one
 from remediation import safety, wakeup
+from remediation.approvals import approval_expire_one
 from remediation.execution.leases import job_claim, leases_expire
 from remediation.execution.run import job_run
 from remediation.execution.verify import jobs_verify
+from remediation.gate import silence_sweep_one
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,9 @@ class Worker:
             self.expire_leases,
             self.verify_due,
             self.run_one_job,
+            self.expire_one_approval,
+            self.sweep_one_silence,
+            self.deliver_one_notification,
         ]
 
     # Each step: one unit of work, True if it did something.
@@ -57,6 +63,15 @@ class Worker:
 
     def verify_due(self) -> bool:
         return jobs_verify() > 0
+
+    def expire_one_approval(self) -> bool:
+        return approval_expire_one()
+
+    def sweep_one_silence(self) -> bool:
+        return silence_sweep_one()
+
+    def deliver_one_notification(self) -> bool:
+        return notification_deliver_one()
 
     def run_one_job(self) -> bool:
         job = job_claim(worker=self.name)
