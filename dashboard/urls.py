@@ -3,7 +3,7 @@
 from django.urls import path
 
 from audit.streams.views import events_view
-from dashboard import ops, views
+from dashboard import ops, people, views
 
 urlpatterns = [
     path("events", events_view, name="events"),
@@ -12,4 +12,6 @@ urlpatterns = [
     path("ops/switch", ops.switch_change, name="ops-switch"),
     path("ops/ack", ops.ack, name="ops-ack"),
     path("ops/actions/<int:job_id>/false-positive", ops.false_positive, name="ops-false-positive"),
+    path("ops/jobs/<int:job_id>/decide", people.job_decide, name="ops-job-decide"),
+    path("ops/notify-test", people.notify_test, name="ops-notify-test"),
 ]
