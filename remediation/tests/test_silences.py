@@ -11,7 +11,7 @@ import pytest
 
 from remediation import silences
 from remediation.models import ActionSilence, Job
-from remediation.tests.alertmanager_helpers import RunningAlertmanager, alertmanager  # noqa: F401
+from remediation.tests.alertmanager_helpers import RunningAlertmanager
 from remediation.tests.exec_helpers import drain, events, make_alert, make_job, make_policy, wait_until
 from tests.test_e2e_prometheus import free_port
 
@@ -109,7 +109,7 @@ def test_autoheal_silences_the_alert_while_it_repairs_and_people_are_paged_after
     job.refresh_from_db()
     assert job.state == Job.State.OK and job.verify_state == Job.Verify.PENDING
     created = events("silence_created", fingerprint=job.alert.fingerprint)[0]
-    ours = [s for s in alertmanager.silences() if s["id"] == created.data["silence"]["id"]][0]
+    ours = next(s for s in alertmanager.silences() if s["id"] == created.data["silence"]["id"])
     assert ours["createdBy"] == "autoheal" and f"job {job.pk}" in ours["comment"]
     assert ours["status"]["state"] == "active"
 
@@ -143,5 +143,5 @@ def test_the_sweeper_expires_a_silence_a_crash_left_behind(settings: Any, alertm
     )
     ActionSilence.objects.create(job=job, silence_id=silence_id, alertmanager=url, ends_at=now + timedelta(minutes=10))
     drain()
-    state = [s for s in alertmanager.silences() if s["id"] == silence_id][0]["status"]["state"]
+    state = next(s for s in alertmanager.silences() if s["id"] == silence_id)["status"]["state"]
     assert state == "expired"
