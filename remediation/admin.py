@@ -17,9 +17,9 @@ from django.urls import URLPattern, path
 from remediation.matchers import MatcherError
 from remediation.models import Alert, Job, Policy
 from remediation.payload import PayloadError
+from remediation.policies import policy_delete, policy_save
 from remediation.policy_review import policy_history, policy_try
 from remediation.policy_schema import FIELDS, PolicyError, policy_validate
-from remediation.services import policy_delete, policy_save
 from remediation.targets import TemplateError
 
 

@@ -3,7 +3,7 @@
 ``health_status: unhealthy`` of a container labelled ``autoheal.enable=true`` is turned into an
 Alertmanager-v4-shaped payload (alertname ``ContainerUnhealthy``, labels container / instance /
 severity, a fingerprint derived from the labels, startsAt = the event's time) and handed to
-``remediation.services.alert_ingest`` with ``source="docker"``: the same dedupe, policies, guards,
+``remediation.intake.alert_ingest`` with ``source="docker"``: the same dedupe, policies, guards,
 audit and verification as an alert from Alertmanager. ``health_status: healthy`` resolves it.
 
 While an incident is open, a new "unhealthy" (after a restart, health goes starting -> unhealthy
@@ -23,8 +23,8 @@ from typing import Any
 from django.db import close_old_connections
 
 from remediation.executors.docker import OPT_IN_LABEL
+from remediation.intake import alert_ingest
 from remediation.models import Alert
-from remediation.services import alert_ingest
 
 logger = logging.getLogger(__name__)
 

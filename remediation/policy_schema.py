@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from remediation.decisions import DEFAULT_COOLDOWN_SECONDS, DEFAULT_MAX_ACTIONS_PER_HOUR, DEFAULT_VERIFY_WITHIN_SECONDS
 from remediation.matchers import MatcherError, parse_matchers
 from remediation.models import DOCKER_ACTIONS, Action
 from remediation.targets import TemplateError, compile_template
@@ -25,10 +26,10 @@ DEFAULTS: dict[str, Any] = {
     "action": None,
     "target": "{{ labels.container }}",
     "params": {},
-    "cooldown_seconds": 300,
-    "max_actions_per_hour": 3,
+    "cooldown_seconds": DEFAULT_COOLDOWN_SECONDS,
+    "max_actions_per_hour": DEFAULT_MAX_ACTIONS_PER_HOUR,
     "dry_run": False,
-    "verify_within_seconds": 300,
+    "verify_within_seconds": DEFAULT_VERIFY_WITHIN_SECONDS,
     "priority": 100,
 }
 # People in the loop: approval, Alertmanager silences, notifications and evidence.

@@ -35,7 +35,7 @@ def switch_row() -> Switch:
     Reading never writes: GET /, /metrics and the simulator must leave the database as it was.
     The safety services create the row when they change it.
     """
-    return Switch.objects.filter(pk=1).first() or Switch(pk=1)
+    return Switch.objects.current_or_default()
 
 
 def switch_effective(*, now: datetime | None = None, row: Switch | None = None) -> EffectiveSwitch:

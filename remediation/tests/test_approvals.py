@@ -13,8 +13,8 @@ from rest_framework.test import APIClient
 
 from remediation import safety
 from remediation.models import Job
+from remediation.policies import policies_export, policies_import, policies_load_yaml
 from remediation.policy_schema import PolicyError, policy_validate
-from remediation.services import policies_export, policies_import, policies_load_yaml
 from remediation.tests.exec_helpers import drain, events, kinds, make_alert, make_job, make_policy
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
