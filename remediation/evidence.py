@@ -24,14 +24,17 @@ PROBE_OUTPUT_CHARS = 4096
 
 
 def _wanted(spec: JobSpec) -> tuple[bool, str]:
-    """Whether the job's policy asks for evidence (the default), and the policy's name."""
+    """Whether the job's policy asks for evidence (the default), and the policy's name.
+
+    Evidence belongs to a job's incident: an executor called without a job keeps none.
+    """
     from remediation.models import Job
 
     if spec.job_id is None:
-        return True, ""
+        return False, ""
     row = Job.objects.filter(pk=spec.job_id).values_list("policy__capture_evidence", "policy_name").first()
     if row is None:
-        return True, ""
+        return False, ""
     wanted, policy = row
     return wanted is not False, str(policy)
 
