@@ -38,13 +38,16 @@ class _DecisionView(APIView):
     permission_classes = [IsAdmin]
     approve = True
 
-    def post(self, request: Request, job_id: int) -> Response:
+    def post(self, request: Request, job_id: str) -> Response:
+        # Any path segment reaches the view, so a malformed id gets the API's JSON 404, not a page.
+        if not job_id.isascii() or not job_id.isdigit() or len(job_id) > 18:
+            return Response({"error": f"no job {job_id[:40]!r}", "field": ""}, status=404)
         data = DecisionInput(data=request.data)
         if not data.is_valid():
             return _invalid(data.errors)
         decide = job_approve if self.approve else job_deny
         try:
-            result = decide(job_id=job_id, actor=_actor(request), reason=data.validated_data["reason"])
+            result = decide(job_id=int(job_id), actor=_actor(request), reason=data.validated_data["reason"])
         except ApprovalError as exc:
             return Response({"error": str(exc), "field": exc.field}, status=exc.status)
         return _answer(result)
@@ -69,7 +72,7 @@ class JobApproveView(_DecisionView):
         request=DecisionInput,
         responses=_RESPONSES,
     )
-    def post(self, request: Request, job_id: int) -> Response:
+    def post(self, request: Request, job_id: str) -> Response:
         return super().post(request, job_id)
 
 
@@ -79,5 +82,5 @@ class JobDenyView(_DecisionView):
     approve = False
 
     @extend_schema(operation_id="job_deny", summary="Deny a waiting job", request=DecisionInput, responses=_RESPONSES)
-    def post(self, request: Request, job_id: int) -> Response:
+    def post(self, request: Request, job_id: str) -> Response:
         return super().post(request, job_id)

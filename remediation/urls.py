@@ -10,6 +10,6 @@ urlpatterns = [
     path("alert", webhook.alert_webhook, name="alert-webhook"),
     path("api/switch", api.SwitchView.as_view(), name="switch"),
     path("ack", api.AckView.as_view(), name="ack"),
-    path("api/jobs/<int:job_id>/approve", approvals_api.JobApproveView.as_view(), name="job-approve"),
-    path("api/jobs/<int:job_id>/deny", approvals_api.JobDenyView.as_view(), name="job-deny"),
+    path("api/jobs/<str:job_id>/approve", approvals_api.JobApproveView.as_view(), name="job-approve"),
+    path("api/jobs/<str:job_id>/deny", approvals_api.JobDenyView.as_view(), name="job-deny"),
 ]
