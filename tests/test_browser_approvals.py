@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,28 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser, pyte
 def web(django_db_setup: Any, django_db_blocker: Any) -> Iterator[LiveWeb]:
     with django_db_blocker.unblock(), live_web(AUTOHEAL_RATE_LIMIT="100000/60s") as server:
         yield server
+
+
+def _live_evidence(job: Job) -> None:
+    """Written from another thread: the browser's event loop owns this one."""
+    from django.db import connection
+
+    audit_record(
+        kind="evidence_captured",
+        alertname=job.alert.alertname,
+        fingerprint=job.alert.fingerprint,
+        target="db",
+        data={
+            "job": job.pk,
+            "evidence": {
+                "container": "db",
+                "state": {"Status": "running"},
+                "health": {"status": "unhealthy", "failing_streak": 1, "probes": []},
+                "logs": "OOM killer\n",
+            },
+        },
+    )
+    connection.close()
 
 
 def _cookie(web: LiveWeb, value: str) -> list[dict[str, str]]:
@@ -78,9 +101,26 @@ def test_an_admin_approves_and_denies_on_ops_with_a_reason_and_ops_only_sees_the
             expect(ops_page.locator(f"#job-{first.pk} button")).to_have_count(0)
             # The evidence of the open incident is shown, opened on demand.
             evidence = ops_page.locator(f'#evidence details[data-job="{second.pk}"]')
-            evidence.locator("summary").click()
+            evidence.locator("summary").first.click()
+            expect(evidence.locator(".evidence-logs")).to_be_visible()
             expect(evidence).to_contain_text("FATAL: could not open relation")
             expect(evidence).to_contain_text("db down")
+
+            # The console's event detail shows it too: from the page's backlog...
+            console = ops_context.new_page()
+            console.goto(web.url("/console"))
+            row = console.locator('tr[data-kind="evidence_captured"]')
+            row.locator("details summary").click()
+            expect(row.locator(".evidence-logs")).to_have_text("FATAL: could not open relation\n")
+            # ...and from the live stream.
+            expect(console.locator("#connection")).to_have_text("live", timeout=15_000)
+            writer = threading.Thread(target=_live_evidence, args=(second,))
+            writer.start()
+            writer.join(timeout=30)
+            live = console.locator('tr.fresh[data-kind="evidence_captured"]')
+            live.locator("details summary").click()
+            expect(live.locator(".evidence-logs")).to_have_text("OOM killer\n")
+            expect(live).to_contain_text("health unhealthy")
 
             context = browser.new_context()
             context.add_cookies(_cookie(web, admin_cookie))
