@@ -145,3 +145,20 @@ def test_the_sweeper_expires_a_silence_a_crash_left_behind(settings: Any, alertm
     drain()
     state = next(s for s in alertmanager.silences() if s["id"] == silence_id)["status"]["state"]
     assert state == "expired"
+
+
+def test_the_silence_list_is_cached_for_at_most_five_seconds(
+    settings: Any, alertmanager: RunningAlertmanager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.AUTOHEAL_ALERTMANAGER_URL = alertmanager.url
+    # A controlled clock for the cache (never a wall-clock assertion); Alertmanager is real.
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(silences.time, "monotonic", lambda: clock["now"])
+    labels = {"alertname": "ContainerUnhealthy", "container": "cache-test"}
+    assert silences.silence_matching(labels) is None
+    alertmanager.silence(matchers=[_eq("container", "cache-test")], created_by="carol", comment="new")
+    clock["now"] += 4.9
+    assert silences.silence_matching(labels) is None  # still the cached answer
+    clock["now"] += 0.2
+    found = silences.silence_matching(labels)
+    assert found is not None and found.created_by == "carol"
