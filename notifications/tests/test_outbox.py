@@ -210,3 +210,20 @@ def test_the_ops_button_queues_a_test_notification_for_admins_only(
     deliver_all()
     assert [r["body"]["title"] for r in receiver.received] == ["Autoheal: test notification"]
     assert "ada" in receiver.received[0]["body"]["message"]
+
+
+def test_every_event_a_target_can_choose_is_sent_once(settings: Any, receiver: JsonReceiver) -> None:
+    settings.AUTOHEAL_NOTIFY_URLS = f"all={receiver.url()}"
+    start_outbox()
+    from audit.services import audit_record
+    from notifications.targets import EVENTS
+
+    for kind in EVENTS:
+        audit_record(kind=kind, alertname="ContainerUnhealthy", target="web", message=f"a {kind} happened")
+    audit_record(kind="alert_received", alertname="ContainerUnhealthy")  # not an event to tell
+    deliver_all(max_rounds=50)
+    deliver_all(max_rounds=50)  # a second pass finds nothing new: each event is told once
+    titles = sorted(r["body"]["title"] for r in receiver.received)
+    expected = sorted(f"Autoheal: {name.replace('_', ' ')}: ContainerUnhealthy on web" for name in EVENT_NAMES)
+    assert titles == expected
+    assert AuditEvent.objects.filter(kind="notification_sent").count() == len(EVENT_NAMES)

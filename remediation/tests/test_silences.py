@@ -162,3 +162,18 @@ def test_the_silence_list_is_cached_for_at_most_five_seconds(
     clock["now"] += 0.2
     found = silences.silence_matching(labels)
     assert found is not None and found.created_by == "carol"
+
+
+def test_the_repair_silence_is_expired_as_soon_as_the_action_failed(
+    settings: Any, alertmanager: RunningAlertmanager
+) -> None:
+    settings.AUTOHEAL_ALERTMANAGER_URL = alertmanager.url
+    policy = make_policy(action="command", params={"argv": ["false"]}, silence_during_action=True)
+    job = make_job(policy=policy, alert=make_alert())
+    drain()
+    job.refresh_from_db()
+    assert job.state == Job.State.FAIL
+    silence_id = events("silence_created", fingerprint=job.alert.fingerprint)[0].data["silence"]["id"]
+    state = next(s for s in alertmanager.silences() if s["id"] == silence_id)["status"]["state"]
+    assert state == "expired"
+    assert events("silence_expired")[0].data["job_state"] == "fail"
