@@ -1,7 +1,9 @@
 """The durable outbox: audit events become notifications, delivered by the worker through Apprise.
 
 Nothing here runs inside the webhook or an action: the events are read from the audit trail (which
-is written in the same transaction as each state change, so nothing committed is missed), turned
+is written in the same transaction as each state change, so nothing committed is missed; the
+chain lock serialises writers until commit, so ids become visible in order and a cursor over
+them skips nothing), turned
 into one outbox row per target, and sent one at a time by a worker step. A failed send is retried
 with exponential backoff; every attempt is audited (``notification_sent`` or
 ``notification_failed``) with the target's name and its URL masked.

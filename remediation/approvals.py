@@ -20,7 +20,8 @@ from django.utils import timezone
 from audit.services import audit_record
 from remediation import safety
 from remediation.decisions import Decision, Limits
-from remediation.execution.facts import audit_base, job_decision
+from remediation.evidence import evidence_before_approval
+from remediation.execution.facts import audit_base, job_decision, job_spec
 from remediation.execution.outcome import RunOutcome, job_settle
 from remediation.models import Job
 
@@ -73,6 +74,7 @@ def approval_request(*, job: Job, now: datetime | None = None) -> RunOutcome:
             },
             **audit_base(job),
         )
+    evidence_before_approval(job_spec(job))
     return RunOutcome(state=Job.State.AWAITING_APPROVAL, reason="approval_requested")
 
 

@@ -65,7 +65,30 @@ def _health(state: dict[str, Any]) -> dict[str, Any] | None:
     return {"status": health.get("Status"), "failing_streak": health.get("FailingStreak"), "probes": probes}
 
 
-def evidence_capture(container: Any, spec: JobSpec) -> None:
+def evidence_before_approval(spec: JobSpec) -> None:
+    """Evidence for a Docker job that waits for a person, so the approver sees why it is sick.
+
+    Only for a container the action may touch (the executor's read-only check); anything that
+    goes wrong here is logged and never stops the approval request.
+    """
+    from remediation.executors import docker as docker_executor
+    from remediation.models import DOCKER_ACTIONS
+
+    if spec.action not in DOCKER_ACTIONS or not _wanted(spec)[0]:
+        return
+    try:
+        docker_executor.check(spec)
+        api = docker_executor.client(timeout=30)
+        try:
+            container = api.containers.get(spec.target)
+            evidence_capture(container, spec, stage="before_approval")
+        finally:
+            api.close()
+    except Exception as exc:
+        logger.info("job %s: no evidence before approval: %s", spec.job_id, type(exc).__name__)
+
+
+def evidence_capture(container: Any, spec: JobSpec, *, stage: str = "before_action") -> None:
     """Record the container's evidence in the audit trail before the action (if the policy wants it)."""
     wanted, policy = _wanted(spec)
     if not wanted:
@@ -83,10 +106,11 @@ def evidence_capture(container: Any, spec: JobSpec) -> None:
         evidence["error"] = redact(f"{type(exc).__name__}: {exc}")[:500]
     audit_record(
         kind="evidence_captured",
-        message=f"evidence of {evidence['container']} before {spec.action}",
+        message=f"evidence of {evidence['container']} before {spec.action}"
+        + (" (before approval)" if stage == "before_approval" else ""),
         alertname=spec.alertname,
         fingerprint=spec.fingerprint,
         policy=policy,
         target=spec.target,
-        data={"job": spec.job_id, "action": spec.action, "evidence": evidence},
+        data={"job": spec.job_id, "action": spec.action, "stage": stage, "evidence": evidence},
     )

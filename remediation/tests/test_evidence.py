@@ -83,3 +83,36 @@ def test_a_policy_can_turn_evidence_off(docker_settings: Any, make_container: An
     job.refresh_from_db()
     assert job.state == Job.State.OK
     assert not AuditEvent.objects.filter(kind="evidence_captured").exists()
+
+
+def test_an_approve_mode_job_keeps_evidence_for_the_approver_and_again_before_the_action(
+    docker_settings: Any, make_container: Any
+) -> None:
+    container = sick_container(make_container)
+    job = make_job(
+        policy=make_policy(action="kill_container", mode="approve"), alert=make_alert(), target=container.name
+    )
+    drain()
+    job.refresh_from_db()
+    assert job.state == Job.State.AWAITING_APPROVAL
+    before = AuditEvent.objects.get(kind="evidence_captured")
+    assert before.data["stage"] == "before_approval"
+    assert before.data["evidence"]["health"]["status"] == "unhealthy"
+    from remediation.approvals import job_approve
+
+    job_approve(job_id=job.pk, actor="ada", reason="seen the logs")
+    drain()
+    stages = list(
+        AuditEvent.objects.filter(kind="evidence_captured").order_by("id").values_list("data__stage", flat=True)
+    )
+    assert stages == ["before_approval", "before_action"]
+
+
+def test_no_evidence_is_read_from_a_container_that_did_not_opt_in(docker_settings: Any, make_container: Any) -> None:
+    container = make_container(labels={})
+    job = make_job(
+        policy=make_policy(action="kill_container", mode="approve"), alert=make_alert(), target=container.name
+    )
+    drain()
+    assert Job.objects.get(pk=job.pk).state == Job.State.AWAITING_APPROVAL
+    assert not AuditEvent.objects.filter(kind="evidence_captured").exists()
