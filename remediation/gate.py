@@ -76,10 +76,14 @@ def _silence_for_action(*, job: Job, labels: dict[str, str], now: datetime) -> N
     stop = job.params.get("stop_timeout_seconds", 10) if isinstance(job.params, dict) else 10
     verify = job.policy.verify_within_seconds if job.policy else 300
     ends = now + timedelta(seconds=float(action_seconds) + float(stop if isinstance(stop, int) else 10) + verify)
-    comment = f"Autoheal job {job.pk}: {job.action} {job.target} (policy {job.policy_name}), until verified"
+    comment = f"{silences.comment_prefix(job.pk)} {job.action} {job.target} (policy {job.policy_name}), until verified"
+    # The row comes first: a crash between it and Alertmanager's answer leaves a row without an
+    # id, which the sweeper resolves by the comment; never a silence nobody knows about.
+    row = ActionSilence.objects.create(job=job, silence_id="", alertmanager="", ends_at=ends, created_at=now)
     try:
         url, silence_id = silences.silence_create(labels=labels, starts_at=now, ends_at=ends, comment=comment)
     except silences.AlertmanagerUnavailable as exc:
+        row.delete()
         audit_record(
             kind="silence_unknown",
             message="could not silence the alert during the action; acting anyway",
@@ -88,7 +92,7 @@ def _silence_for_action(*, job: Job, labels: dict[str, str], now: datetime) -> N
         )
         return
     with transaction.atomic():
-        ActionSilence.objects.create(job=job, silence_id=silence_id, alertmanager=url, ends_at=ends, created_at=now)
+        ActionSilence.objects.filter(pk=row.pk).update(silence_id=silence_id, alertmanager=url)
         audit_record(
             kind="silence_created",
             message=f"silenced the alert during the action until {ends.isoformat()}",
@@ -128,9 +132,10 @@ def silence_sweep_one(*, now: datetime | None = None) -> bool:
         if row is None:
             return False
         try:
-            expired = silences.silence_expire(silence_id=row.silence_id, prefer=row.alertmanager)
+            ids = [row.silence_id] if row.silence_id else silences.own_silence_ids(job_id=row.job_id)
+            expired = all(silences.silence_expire(silence_id=i, prefer=row.alertmanager) for i in ids)
         except silences.AlertmanagerUnavailable as exc:
-            logger.warning("silence %s: cannot expire it now: %s", row.silence_id, exc)
+            logger.warning("silence of job %s: cannot expire it now: %s", row.job_id, exc)
             return False
         if not expired:
             return False
@@ -141,7 +146,7 @@ def silence_sweep_one(*, now: datetime | None = None) -> bool:
             message=f"expired the silence of job {job.pk} ({job.state}{', ' + job.verify_state if job.verify_state else ''})",
             data={
                 "job": job.pk,
-                "silence": {"id": row.silence_id},
+                "silence": {"id": row.silence_id or ",".join(ids)},
                 "job_state": job.state,
                 "verify_state": job.verify_state,
             },

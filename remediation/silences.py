@@ -121,6 +121,18 @@ def matcher_matches(matcher: dict[str, Any], labels: dict[str, str]) -> bool:
     return hit if matcher.get("isEqual", True) else not hit
 
 
+def comment_prefix(job_id: int) -> str:
+    """How Autoheal's own silence comments start: they name the job."""
+    return f"Autoheal job {job_id}:"
+
+
+def own_silence_ids(*, job_id: int) -> list[str]:
+    """Active silences Autoheal created for this job, read fresh (for a row a crash left without an id)."""
+    cache_clear()
+    prefix = comment_prefix(job_id)
+    return [s.id for s in active_silences() if s.created_by == CREATED_BY and s.comment.startswith(prefix)]
+
+
 def silence_matching(labels: dict[str, str]) -> Silence | None:
     """An active silence, not Autoheal's own, whose matchers all match the labels; None if none."""
     for silence in active_silences():

@@ -177,3 +177,29 @@ def test_the_repair_silence_is_expired_as_soon_as_the_action_failed(
     state = next(s for s in alertmanager.silences() if s["id"] == silence_id)["status"]["state"]
     assert state == "expired"
     assert events("silence_expired")[0].data["job_state"] == "fail"
+
+
+def test_the_sweeper_finds_a_silence_whose_id_a_crash_never_recorded(
+    settings: Any, alertmanager: RunningAlertmanager
+) -> None:
+    settings.AUTOHEAL_ALERTMANAGER_URL = alertmanager.url
+    job = make_job(policy=make_policy(action="log_only"), alert=make_alert(), state=Job.State.UNKNOWN)
+    # The worker died after Alertmanager created the silence, before it recorded the id.
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    _, silence_id = silences.silence_create(
+        labels=job.alert.labels,
+        starts_at=now,
+        ends_at=now + timedelta(minutes=10),
+        comment=f"{silences.comment_prefix(job.pk)} restart_container web",
+    )
+    other = alertmanager.silence(matchers=[_eq("container", "web")], created_by="alice", comment="keep me")
+    ActionSilence.objects.create(job=job, silence_id="", alertmanager="", ends_at=now + timedelta(minutes=10))
+    drain()
+    states = {s["id"]: s["status"]["state"] for s in alertmanager.silences()}
+    assert states[silence_id] == "expired"
+    assert states[other] == "active"
+    assert ActionSilence.objects.get(job=job).expired_at is not None
