@@ -47,6 +47,15 @@ class IsOps(BasePermission):
         return is_ops(request.user)
 
 
+class IsAdmin(BasePermission):
+    """DRF permission: the admin role (approving or denying a job)."""
+
+    message = "This needs the admin role."
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        return is_admin(request.user)
+
+
 class OpsReadAdminWrite(BasePermission):
     """DRF permission: safe methods for ops and admin, changes for admin only."""
 

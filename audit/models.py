@@ -34,7 +34,19 @@ KINDS = (
     "policy_changed",
 )
 # Not in the stable vocabulary's first list but needed by the product; documented in docs/interface.md.
-EXTRA_KINDS = ("incident_escalated", "false_positive_marked", "apikey_changed", "user_changed")
+# People in the loop: approvals, Alertmanager silences, evidence before acting, notifications.
+HUMAN_KINDS = (
+    "approval_requested",
+    "approval_granted",
+    "approval_denied",
+    "silence_unknown",
+    "silence_created",
+    "silence_expired",
+    "evidence_captured",
+    "notification_sent",
+    "notification_failed",
+)
+EXTRA_KINDS = ("incident_escalated", "false_positive_marked", "apikey_changed", "user_changed", *HUMAN_KINDS)
 ALL_KINDS = KINDS + EXTRA_KINDS
 
 

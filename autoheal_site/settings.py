@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "dashboard",
     "operations",
     "observability",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -318,7 +319,10 @@ AUTOHEAL_GRAFANA_URL = env_str("AUTOHEAL_GRAFANA_URL")
 # needs Grafana's allow_embedding, so it is off unless asked for.
 AUTOHEAL_GRAFANA_EMBED = env_bool("AUTOHEAL_GRAFANA_EMBED", False)
 AUTOHEAL_PROMETHEUS_URL = env_str("AUTOHEAL_PROMETHEUS_URL")
+# A comma list (an HA pair): silences are checked, and created with silence_during_action.
 AUTOHEAL_ALERTMANAGER_URL = env_str("AUTOHEAL_ALERTMANAGER_URL")
+# Notification targets, NAME=APPRISE_URL or NAME[event|event]=APPRISE_URL, comma list; secrets.
+AUTOHEAL_NOTIFY_URLS = env_secret("AUTOHEAL_NOTIFY_URLS")
 # The address operators use to reach Autoheal (printed by manage.py autoheal_links).
 AUTOHEAL_PUBLIC_URL = env_str("AUTOHEAL_PUBLIC_URL", "http://localhost:9009")
 AUTOHEAL_METRICS_TOKEN = env_secret("AUTOHEAL_METRICS_TOKEN")

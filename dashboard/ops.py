@@ -99,6 +99,13 @@ def _grafana() -> dict[str, str]:
     }
 
 
+def people_overview() -> Any:
+    # Imported here: dashboard.people builds on this module's helpers.
+    from dashboard.people import people_overview as overview
+
+    return overview()
+
+
 def _page(request: HttpRequest, *, error: str = "", status: int = 200) -> HttpResponse:
     now = timezone.now()
     switch = switch_effective(now=now, row=switch_row())
@@ -113,6 +120,7 @@ def _page(request: HttpRequest, *, error: str = "", status: int = 200) -> HttpRe
         "through": through,
         "grafana": grafana,
         "error": error,
+        "people": people_overview(),
     }
     response = render(request, "dashboard/ops.html", context, status=status)
     if grafana.get("embed"):

@@ -116,9 +116,11 @@ def targets_in_cooldown(*, now: datetime) -> list[Cooldown]:
 
 
 def recent_actions() -> list[Job]:
-    """The newest jobs that left the queue, with their incident (one query)."""
+    """The newest jobs that left the queue, with their incident (one query); waiting ones have their panel."""
     return list(
-        Job.objects.exclude(state=Job.State.QUEUED).select_related("alert").order_by("-id")[:RECENT_ACTIONS_SHOWN]
+        Job.objects.exclude(state__in=(Job.State.QUEUED, Job.State.AWAITING_APPROVAL))
+        .select_related("alert")
+        .order_by("-id")[:RECENT_ACTIONS_SHOWN]
     )
 
 

@@ -3,7 +3,7 @@
 from django.urls import path
 
 from audit.streams.views import events_view
-from dashboard import ops, views
+from dashboard import ops, people, views
 
 urlpatterns = [
     # Pages name their icon; this answers the browsers (and the admin's pages) that ask the root.
@@ -14,4 +14,6 @@ urlpatterns = [
     path("ops/switch", ops.switch_change, name="ops-switch"),
     path("ops/ack", ops.ack, name="ops-ack"),
     path("ops/actions/<int:job_id>/false-positive", ops.false_positive, name="ops-false-positive"),
+    path("ops/jobs/<int:job_id>/decide", people.job_decide, name="ops-job-decide"),
+    path("ops/notify-test", people.notify_test, name="ops-notify-test"),
 ]

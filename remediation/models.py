@@ -26,6 +26,16 @@ DOCKER_ACTIONS = frozenset(
 DESTRUCTIVE_ACTIONS = frozenset(DOCKER_ACTIONS | {Action.WEBHOOK, Action.COMMAND})
 
 
+class Mode(models.TextChoices):
+    AUTO = "auto"
+    APPROVE = "approve"
+
+
+class SilenceUnknown(models.TextChoices):
+    ACT = "act"
+    SKIP = "skip"
+
+
 class Policy(models.Model):
     """What to do when an alert matches: edited in the admin or imported as YAML."""
 
@@ -44,6 +54,13 @@ class Policy(models.Model):
     dry_run = models.BooleanField(default=False, help_text="Canary mode: record what would happen, do nothing.")
     verify_within_seconds = models.PositiveIntegerField(default=DEFAULT_VERIFY_WITHIN_SECONDS)
     priority = models.IntegerField(default=100, help_text="Lower runs first when several policies match.")
+    # People in the loop (approval, Alertmanager silences, notifications, evidence).
+    mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.AUTO)
+    approval_timeout_seconds = models.PositiveIntegerField(default=900)
+    silence_during_action = models.BooleanField(default=False)
+    when_silence_unknown = models.CharField(max_length=4, choices=SilenceUnknown.choices, default=SilenceUnknown.ACT)
+    notify = models.JSONField(default=list, blank=True, help_text="Names of configured notification targets.")
+    capture_evidence = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -104,6 +121,7 @@ class Job(models.Model):
         FAIL = "fail"
         UNKNOWN = "unknown"
         SKIPPED = "skipped"
+        AWAITING_APPROVAL = "awaiting_approval"
 
     class Verify(models.TextChoices):
         NONE = "", "not applicable"
@@ -121,7 +139,7 @@ class Job(models.Model):
     # Which remediation of the incident this is: 1 for the job intake creates, 2, 3... for the
     # re-attempts the worker queues after an ineffective or failed action (budget and backoff).
     attempt = models.PositiveIntegerField(default=1)
-    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    state = models.CharField(max_length=24, choices=State.choices, default=State.QUEUED)
     # How many times this job was claimed (transient failures are retried up to a bound).
     attempts = models.PositiveIntegerField(default=0)
     not_before = models.DateTimeField(default=timezone.now)
@@ -135,6 +153,11 @@ class Job(models.Model):
     verify_state = models.CharField(max_length=16, choices=Verify.choices, default=Verify.NONE, blank=True)
     verify_deadline = models.DateTimeField(null=True, blank=True)
     false_positive = models.BooleanField(null=True, blank=True)
+    # Approve-mode policies: the job waits for a person until approval_expires_at.
+    approval_expires_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.CharField(max_length=150, blank=True, default="")
+    approved_at = models.DateTimeField(null=True, blank=True)
+    approval_reason = models.TextField(blank=True, default="")
 
     class Meta:
         constraints = [
@@ -199,3 +222,20 @@ class Switch(models.Model):
 
     def __str__(self) -> str:
         return "runtime switch"
+
+
+class ActionSilence(models.Model):
+    """An Alertmanager silence Autoheal created while it repairs; expired when the job is done."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="silences")
+    silence_id = models.CharField(max_length=64)
+    alertmanager = models.CharField(max_length=255)
+    ends_at = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+    expired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["expired_at"], name="action_silence_open")]
+
+    def __str__(self) -> str:
+        return f"silence {self.silence_id} for job {self.job_id}"

@@ -36,6 +36,16 @@ DEFAULTS: dict[str, Any] = {
     "verify_within_seconds": DEFAULT_VERIFY_WITHIN_SECONDS,
     "priority": 100,
 }
+# People in the loop: approval, Alertmanager silences, notifications and evidence.
+HUMAN_DEFAULTS: dict[str, Any] = {
+    "mode": "auto",
+    "approval_timeout_seconds": 900,
+    "silence_during_action": False,
+    "when_silence_unknown": "act",
+    "notify": [],
+    "capture_evidence": True,
+}
+DEFAULTS.update(HUMAN_DEFAULTS)
 FIELDS = tuple(DEFAULTS)
 REQUIRED = ("name", "matchers", "action")
 _NAME = re.compile(r"^[-a-zA-Z0-9_]+$")
@@ -201,6 +211,22 @@ def policy_validate(data: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("cooldown_seconds", "max_actions_per_hour", "verify_within_seconds"):
         _check_int(errors, key, values[key], minimum=0)
     _check_int(errors, "priority", values["priority"], minimum=-_INT_MAX)
+    _check_human_fields(errors, values)
     if errors:
         raise PolicyError(errors, name if isinstance(name, str) else "")
     return values
+
+
+def _check_human_fields(errors: dict[str, str], values: Mapping[str, Any]) -> None:
+    """The approval, silence, notification and evidence fields."""
+    if values["mode"] not in ("auto", "approve"):
+        errors["mode"] = "must be auto or approve"
+    _check_int(errors, "approval_timeout_seconds", values["approval_timeout_seconds"], minimum=1)
+    if values["when_silence_unknown"] not in ("act", "skip"):
+        errors["when_silence_unknown"] = "must be act or skip"
+    for key in ("silence_during_action", "capture_evidence"):
+        if not isinstance(values[key], bool):
+            errors[key] = "must be true or false"
+    notify = values["notify"]
+    if not isinstance(notify, list) or not all(isinstance(n, str) and _NAME.match(n) for n in notify):
+        errors["notify"] = "must be a list of notification target names (not URLs), e.g. [oncall, chat]"

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from remediation import api, views, webhook
+from remediation import api, approvals_api, views, webhook
 
 urlpatterns = [
     path("", views.health, name="health"),
@@ -10,4 +10,6 @@ urlpatterns = [
     path("alert", webhook.alert_webhook, name="alert-webhook"),
     path("api/switch", api.SwitchView.as_view(), name="switch"),
     path("ack", api.AckView.as_view(), name="ack"),
+    path("api/jobs/<str:job_id>/approve", approvals_api.JobApproveView.as_view(), name="job-approve"),
+    path("api/jobs/<str:job_id>/deny", approvals_api.JobDenyView.as_view(), name="job-deny"),
 ]

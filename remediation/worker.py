@@ -16,10 +16,13 @@ from django.conf import settings
 from django.db import close_old_connections, connections
 
 from audit.sealer import SealerLoop, audit_seal_all
+from notifications.outbox import notification_deliver_one
 from remediation import safety, wakeup
+from remediation.approvals import approval_expire_one
 from remediation.execution.leases import job_claim_many, leases_expire
 from remediation.execution.run import job_run
 from remediation.execution.verify import jobs_verify
+from remediation.gate import silence_sweep_one
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +32,8 @@ CONNECTION_MAX_AGE = 300.0
 # Jobs claimed per round trip. Claimed jobs wait in this worker with their leases renewed; a batch
 # small enough that other workers still get their share of a burst.
 CLAIM_BATCH = 8
-# Housekeeping (end a pause, half-open the breaker, expire leases, verify) runs when the worker is
+# Housekeeping (end a pause, half-open the breaker, expire leases, verify, expire approvals, sweep
+# silences, deliver a notification) runs when the worker is
 # idle and otherwise at most this often, so a busy worker spends its round trips on jobs and a
 # wake-up goes straight to the claim.
 HOUSEKEEPING_SECONDS = 1.0
@@ -51,6 +55,9 @@ class Worker:
             self.half_open_circuit,
             self.expire_leases,
             self.verify_due,
+            self.expire_one_approval,
+            self.sweep_one_silence,
+            self.deliver_one_notification,
         ]
 
     # Each step: one unit of work, True if it did something.
@@ -66,6 +73,15 @@ class Worker:
 
     def verify_due(self) -> bool:
         return jobs_verify() > 0
+
+    def expire_one_approval(self) -> bool:
+        return approval_expire_one()
+
+    def sweep_one_silence(self) -> bool:
+        return silence_sweep_one()
+
+    def deliver_one_notification(self) -> bool:
+        return notification_deliver_one()
 
     def run_claimed_jobs(self) -> bool:
         """Claim a few due jobs in one round trip and run them one after the other.

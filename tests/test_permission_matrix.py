@@ -42,6 +42,11 @@ MATRIX: dict[str, tuple[str, dict[str, str]]] = {
     "ops/switch": ("/ops/switch", {"POST": ADMIN}),
     "ops/ack": ("/ops/ack", {"POST": OPS}),
     "ops/actions/<int:job_id>/false-positive": ("/ops/actions/1/false-positive", {"POST": OPS}),
+    # Approving lets a destructive action run: the admin role, like the kill switch.
+    "api/jobs/<str:job_id>/approve": ("/api/jobs/1/approve", {"POST": ADMIN}),
+    "api/jobs/<str:job_id>/deny": ("/api/jobs/1/deny", {"POST": ADMIN}),
+    "ops/jobs/<int:job_id>/decide": ("/ops/jobs/1/decide", {"POST": ADMIN}),
+    "ops/notify-test": ("/ops/notify-test", {"POST": ADMIN}),
     "admin/": ("/admin/", {"GET": ADMIN}),
     "accounts/login/": ("/accounts/login/", {"GET": PUBLIC}),
     "admin/login/": ("/admin/login/", {"GET": PUBLIC}),

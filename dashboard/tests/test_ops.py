@@ -299,7 +299,11 @@ def _populate(size: int) -> None:
         alert = make_alert(labels={"alertname": "ContainerUnhealthy", "container": f"c{i}"})
         make_job(policy=policy, alert=alert, state="ok", started_at=now, finished_at=now, target=f"c{i}")
         make_job(policy=policy, alert=alert, state="queued", attempt=2, target=f"c{i}")
+        make_job(policy=policy, alert=alert, state="awaiting_approval", attempt=3, target=f"c{i}")
         audit_record(kind="action_ok", alertname="ContainerUnhealthy", target=f"c{i}")
+        audit_record(
+            kind="evidence_captured", fingerprint=alert.fingerprint, data={"job": i, "evidence": {"logs": "x"}}
+        )
     Alert.objects.filter(pk__in=list(Alert.objects.values_list("pk", flat=True)[: size // 2])).update(
         acked_at=now, acked_by="x"
     )
@@ -314,8 +318,9 @@ def test_the_page_costs_the_same_queries_whatever_the_data_size(
     client.get("/ops/")  # the session and roles are warm, as on any later visit
 
     # session, user, groups, switch, backlog id, backlog rows, incidents, their jobs, longest
-    # cooldown, cooldown jobs, recent actions, the 30-day series (charts and metrics)
-    with django_assert_num_queries(12):
+    # cooldown, cooldown jobs, recent actions, the 30-day series (charts and metrics), jobs
+    # awaiting approval, evidence of the open incidents
+    with django_assert_num_queries(14):
         answer = client.get("/ops/")
 
     assert answer.status_code == 200

@@ -35,8 +35,8 @@ class RunOutcome:
     reason: str = ""
 
 
-def job_settle(*, job: Job, decision: Decision, limits: Limits) -> RunOutcome:
-    """A job that does not run: skipped, delayed, or recorded as a dry run."""
+def job_settle(*, job: Job, decision: Decision, limits: Limits, extra: dict[str, Any] | None = None) -> RunOutcome:
+    """A job that does not run: skipped, delayed, or recorded as a dry run (``extra``: more audit data)."""
     now = timezone.now()
     with transaction.atomic():
         if decision.trip_circuit:
@@ -75,7 +75,7 @@ def job_settle(*, job: Job, decision: Decision, limits: Limits) -> RunOutcome:
             audit_record(
                 kind="action_skipped",
                 message=decision.message,
-                data={"job": job.pk, "action": job.action, "attempt": job.attempt, "reason": reason},
+                data={"job": job.pk, "action": job.action, "attempt": job.attempt, "reason": reason, **(extra or {})},
                 **base,
             )
     return RunOutcome(state=Job.State.SKIPPED, reason=reason)

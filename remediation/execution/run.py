@@ -22,6 +22,7 @@ from remediation.execution.facts import audit_base, is_destructive, job_decision
 from remediation.execution.leases import Heartbeat
 from remediation.execution.outcome import RunOutcome, job_finish, job_settle, trip_if_over
 from remediation.executors import DEFAULT_TIMEOUT, ExecResult, NotAllowed, TargetMissing, executor_for, timeout_for
+from remediation.gate import job_gate
 from remediation.models import Job, Switch
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ def job_run(*, job: Job, worker: str, limits: Limits | None = None) -> RunOutcom
     decision = job_decision(job=job, alert=job.alert, row=Switch.objects.current(), now=now, limits=limits)
     if decision.verdict in ("skip", "delay"):
         return job_settle(job=job, decision=decision, limits=limits)
+    if decision.verdict == "run" and (held := job_gate(job=job, limits=limits, now=now)) is not None:
+        return held
     spec = job_spec(job)
     try:
         executor = executor_for(job.action)

@@ -24,6 +24,7 @@ import docker.errors
 import requests
 from django.conf import settings
 
+from remediation.evidence import evidence_capture
 from remediation.executors import ExecResult, JobSpec, NotAllowed, TargetMissing, timeout_for
 from remediation.models import Action
 
@@ -138,6 +139,7 @@ def execute(spec: JobSpec, *, timeout: float) -> ExecResult:
         container = _lookup(api, spec.target)
         # Re-checked at execution time: labels can change between check() and now.
         _guard(spec, container)
+        evidence_capture(container, spec)
         before, _, _ = _state(container)
         if spec.action == Action.RESTART_CONTAINER:
             container.restart(timeout=stop_timeout)

@@ -4,6 +4,8 @@ Tests run ``command`` actions with a few standard programs, and import policies 
 example webhook hosts with one header secret; here they are what an operator would list in
 ``AUTOHEAL_COMMAND_ALLOW``, ``AUTOHEAL_WEBHOOK_ACTION_ALLOW`` and ``AUTOHEAL_ACTION_SECRETS``.
 Tests of the refusals set their own, narrower values.
+
+The real Alertmanager fixture is shared from here too.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from typing import Any
 
 import pytest
 
+from remediation.tests.alertmanager_helpers import alertmanager
 from remediation.tests.exec_helpers import allowed_test_programs
+
+__all__ = ["alertmanager"]
 
 
 @pytest.fixture(autouse=True)

@@ -27,6 +27,11 @@ def form(**overrides: Any) -> dict[str, Any]:
         "max_actions_per_hour": "3",
         "verify_within_seconds": "300",
         "priority": "100",
+        "mode": "auto",
+        "approval_timeout_seconds": "900",
+        "when_silence_unknown": "act",
+        "notify": "[]",
+        "capture_evidence": "on",
         "_save": "Save",
     }
     data.update(overrides)

@@ -63,9 +63,53 @@
     tr.appendChild(cell(event.alertname));
     tr.appendChild(cell(event.target));
     tr.appendChild(cell(event.policy));
-    tr.appendChild(cell(event.message, "message"));
+    var message = cell(event.message, "message");
+    var evidence = event.data && event.data.evidence;
+    if (evidence) {
+      message.appendChild(evidenceDetail(evidence));
+    }
+    tr.appendChild(message);
     tr.appendChild(cell(event.actor));
     return tr;
+  }
+
+  function element(tag, text, className) {
+    var node = document.createElement(tag);
+    if (className) {
+      node.className = className;
+    }
+    node.textContent = text == null ? "" : String(text);
+    return node;
+  }
+
+  // The evidence kept before a Docker action (evidence_captured), built with textContent only.
+  function evidenceDetail(evidence) {
+    var details = document.createElement("details");
+    details.className = "evidence-detail";
+    var health = evidence.health || null;
+    var state = evidence.state || {};
+    details.appendChild(
+      element("summary", "evidence: " + (evidence.container || "") + (health ? " · health " + health.status : ""))
+    );
+    if (evidence.error) {
+      details.appendChild(element("p", evidence.error, "error"));
+    }
+    var line = "State: " + (state.Status || "") + ", started " + (state.StartedAt || "");
+    if (health) {
+      line += "; health " + health.status + ", failing streak " + health.failing_streak;
+    }
+    details.appendChild(element("p", line));
+    var probes = (health && health.probes) || [];
+    if (probes.length) {
+      var list = document.createElement("ul");
+      list.className = "probes";
+      probes.forEach(function (probe) {
+        list.appendChild(element("li", "exit " + probe.exit_code + " at " + (probe.end || "") + ": " + probe.output, "mono"));
+      });
+      details.appendChild(list);
+    }
+    details.appendChild(element("pre", evidence.logs || "", "evidence-logs"));
+    return details;
   }
 
   function show(events) {
