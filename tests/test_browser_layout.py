@@ -48,7 +48,7 @@ def web(django_db_setup: Any, django_db_blocker: Any) -> Iterator[LiveWeb]:
 def incidents(web: LiveWeb) -> Iterator[None]:
     """Three open incidents with long names, each with a finished action today (one day of data)."""
     from remediation.models import Job
-    from remediation.services import policies_import, policies_load_yaml
+    from remediation.policies import policies_import, policies_load_yaml
 
     policies_import(documents=policies_load_yaml(POLICY), actor="test")
     starts = (datetime.now(UTC) - timedelta(seconds=40)).strftime("%Y-%m-%dT%H:%M:%SZ")

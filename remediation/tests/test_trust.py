@@ -16,7 +16,7 @@ import pytest
 from audit.models import AuditEvent
 from remediation.executors import JobSpec, NotAllowed, command, webhook
 from remediation.models import Policy
-from remediation.services import PolicyImportError, policies_import, policies_load_yaml
+from remediation.policies import PolicyImportError, policies_import, policies_load_yaml
 from remediation.tests.test_policies_admin import ADD, form
 from remediation.trust import address_is_public, parse_url
 
