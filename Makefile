@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 9009
 
-.PHONY: run test venv migrate demo lint typecheck services-up services-down bench clean
+.PHONY: run test venv migrate demo lint typecheck services-up services-down bench clean images compose-smoke
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,16 @@ services-up:
 
 services-down:
 	scripts/services.sh down
+
+## Build every image the compose files use, into the Docker Engine at DOCKER_HOST: upstream bases
+## where a registry answers, else equivalents built from Debian packages (docs/deployment.md, "Images").
+images:
+	deploy/images/build.sh
+
+## The compose stack end to end on a private dockerd: canary, flip to production, limits, logrotate,
+## backup and restore, down -v. Stops everything it started (deploy/smoke/compose-smoke.sh).
+compose-smoke:
+	deploy/smoke/compose-smoke.sh
 
 bench: venv
 	$(PY) -m bench.run
