@@ -109,7 +109,13 @@ rootfs_image() { # rootfs_image NAME PACKAGES...: import the cached (or new) roo
 build() { # build TAG CONTEXT [docker build arguments...]
   local tag=$1 context=$2; shift 2
   log "build $tag"
-  DOCKER_BUILDKIT=0 docker build --quiet "$@" -t "$tag" "$context" >/dev/null
+  local out
+  # The classic builder works with every engine (BuildKit needs the buildx plugin on newer
+  # clients); its output is shown only when the build fails.
+  if ! out=$(DOCKER_BUILDKIT=0 docker build "$@" -t "$tag" "$context" 2>&1); then
+    printf '%s\n' "$out" >&2
+    die "building $tag failed"
+  fi
 }
 
 build_debian() {
