@@ -134,6 +134,10 @@ scraped() {
   http -G http://127.0.0.1:9090/api/v1/query --data-urlencode 'query=up{job="autoheal"}' \
     | jq -e '.data.result[0].value[1] == "1"'
 }
+logged_start() {
+  docker logs "$(dc ps -q autoheal-watcher)" 2>&1 | grep -q 'watching Docker health events' \
+    && docker logs "$(dc ps -q autoheal-worker)" 2>&1 | grep -q ' started '
+}
 health_of() { docker inspect -f '{{.State.Health.Status}}' "$target"; }
 health_is() { [ "$(health_of)" = "$1" ]; }
 started_at() { docker inspect -f '{{.State.StartedAt}}' "$target"; }
@@ -191,12 +195,11 @@ log "AUTOHEAL_DRY_RUN=false up -d"
 AUTOHEAL_DRY_RUN=false dc up -d 2>&1 | sed 's/^/  /' >&2
 export AUTOHEAL_DRY_RUN=false
 wait_for 180 "GET :9009/ answers dry_run: false (production)" dry_run_is false
-for service in autoheal-worker autoheal-watcher; do
-  wait_for 180 "$service is healthy after the flip" service_healthy "$service"
-done
+# The recreated worker and watcher are at work once they say so (their health checks run a minute apart).
+wait_for 120 "the recreated worker and watcher are running" logged_start
 before=$(started_at)
+# Unhealthy, restarted and healthy again take about two seconds: the restart is what to wait for.
 docker exec "$target" rm -f /tmp/healthy
-wait_for 60 "$target turns unhealthy" health_is unhealthy
 wait_for 120 "$target is restarted (State.StartedAt changed)" started_changed "$before"
 wait_for 60 "the restart is audited as action_ok" at_least 1 audit_count action_ok "$target"
 proxy=$(dc ps -q docker-socket-proxy)
