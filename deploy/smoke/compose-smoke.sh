@@ -170,6 +170,13 @@ for service in "${AUTOHEAL_SERVICES[@]}" postgres redis prometheus alertmanager 
 done
 
 wait_for 120 "Prometheus scrapes Autoheal (up{job=\"autoheal\"} == 1, with the metrics token)" scraped
+code=$(dc exec -T autoheal-web python -c 'import urllib.error, urllib.request
+try:
+    print(urllib.request.urlopen("http://127.0.0.1:9009/metrics", timeout=10).status)
+except urllib.error.HTTPError as exc:
+    print(exc.code)' | tr -d '\r')
+[ "$code" = 401 ] || fail "/metrics without the token answered $code, not 401"
+pass "/metrics without the token answers 401: the scrape above used it"
 
 http -X POST -H 'Content-Type: application/json' http://127.0.0.1:9093/api/v2/alerts \
   -d '[{"labels": {"alertname": "ComposeSmokeDelivery", "remediate": "true", "project": "autoheal", "env": "smoke", "container": "no-such-container"}, "annotations": {"summary": "compose smoke: Alertmanager to Autoheal"}}]' >/dev/null
@@ -203,9 +210,10 @@ docker exec "$target" rm -f /tmp/healthy
 wait_for 120 "$target is restarted (State.StartedAt changed)" started_changed "$before"
 wait_for 60 "the restart is audited as action_ok" at_least 1 audit_count action_ok "$target"
 proxy=$(dc ps -q docker-socket-proxy)
-docker logs "$proxy" 2>&1 | grep -Eq "POST /(v[0-9.]+/)?containers/$target/restart" \
+target_id=$(docker inspect -f '{{.Id}}' "$target")
+docker logs "$proxy" 2>&1 | grep -Eq "\"POST /(v[0-9.]+/)?containers/($target|$target_id)/restart[? ].* 204 |^[^\"]* 204 .*\"POST /(v[0-9.]+/)?containers/($target|$target_id)/restart[? ]" \
   || fail "the socket proxy did not pass the restart"
-pass "the restart went through the socket proxy (its log has POST /containers/$target/restart)"
+pass "the restart went through the socket proxy (its log has POST /containers/ID/restart answered 204)"
 
 # --- limits and restart policy -------------------------------------------------------------
 for service in "${AUTOHEAL_SERVICES[@]}"; do
