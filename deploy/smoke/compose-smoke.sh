@@ -17,7 +17,7 @@
 #   4. stops everything it started (by PID), also on failure.
 #
 # Environment: AUTOHEAL_SMOKE_DIR (default var/compose-smoke: the engine's data, kept between runs as
-# a cache of built layers, and the run's secrets and backup), AUTOHEAL_IMAGE_CACHE (see
+# a cache of built layers, and the run's secrets and backup, removed at the end), AUTOHEAL_IMAGE_CACHE (see
 # deploy/images/build.sh). Needs root (dockerd, unshare, nsenter), docker.io, docker-compose,
 # mmdebstrap, curl and jq.
 set -euo pipefail
@@ -101,6 +101,8 @@ cleanup() {
     dc logs --no-color --tail 30 >&2 || true
   fi
   engine_down
+  # The run's secrets and backup are of no use afterwards.
+  rm -rf "$RUN"
   log "stopped everything it started"
   exit "$status"
 }
