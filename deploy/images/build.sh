@@ -140,6 +140,7 @@ build_debian() {
     esac
   done < <(debian_images)
   log "done: autoheal:$TAG, autoheal-logrotate:$TAG and $LOCAL/*:$SUITE (use deploy/docker-compose.local.yml)"
+  log "Grafana is not packaged in Debian: there is no Grafana image, and with deploy/docker-compose.local.yml the stack runs without it"
 }
 
 build_registry() {
