@@ -81,13 +81,12 @@ wheelhouse() { # wheelhouse IMAGE: wheels for the Python of IMAGE, into .wheels/
   cp "$dir"/*.whl .wheels/
 }
 
-rootfs_image() { # rootfs_image NAME PACKAGES...: import the cached (or new) root filesystem
+rootfs_tar() { # rootfs_tar NAME PACKAGES...: the cached root filesystem, made when missing or old
   local name=$1; shift
-  local packages key tar image
+  local packages key tar
   packages=$(printf '%s\n' "$@" | sort | paste -sd, -)
   key=$(printf '%s %s %s %s %s' "$RECIPE" "$SUITE" "$name" "$packages" "${AUTOHEAL_DEBIAN_MIRROR:-}" | sha256sum | cut -c1-16)
   tar=$CACHE/rootfs-$name-$key.tar
-  image=$LOCAL/rootfs-$name:$key
   if ! fresh "$tar"; then
     log "$name: mmdebstrap $SUITE with $packages"
     rm -f "$tar" "$tar.tmp"
@@ -96,12 +95,21 @@ rootfs_image() { # rootfs_image NAME PACKAGES...: import the cached (or new) roo
       --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
       "$SUITE" "$tar.tmp" ${AUTOHEAL_DEBIAN_MIRROR:-}
     mv "$tar.tmp" "$tar"
-    docker image rm "$image" >/dev/null 2>&1 || true
   fi
-  if ! docker image inspect "$image" >/dev/null 2>&1; then
-    log "$name: docker import"
+  echo "$tar"
+}
+
+rootfs_image() { # rootfs_image NAME PACKAGES...: the root filesystem as an image (imported once)
+  local tar key image
+  tar=$(rootfs_tar "$@")
+  key=${tar##*-}
+  key=${key%.tar}
+  image=$LOCAL/rootfs-$1:$key
+  # A root filesystem made again (older than the cache's age limit) is imported again.
+  if [ "$(docker image inspect -f '{{index .Config.Labels "org.autoheal.rootfs-mtime"}}' "$image" 2>/dev/null)" != "$(stat -c %Y "$tar")" ]; then
+    log "$1: docker import"
     docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-      -c 'CMD ["/bin/bash"]' "$tar" "$image" >/dev/null
+      -c "LABEL org.autoheal.rootfs-mtime=$(stat -c %Y "$tar")" -c 'CMD ["/bin/bash"]' "$tar" "$image" >/dev/null
   fi
   echo "$image"
 }
@@ -121,7 +129,17 @@ build() { # build TAG CONTEXT [docker build arguments...]
 build_debian() {
   command -v mmdebstrap >/dev/null 2>&1 || die "mmdebstrap is not installed (apt-get install mmdebstrap)"
   mkdir -p "$CACHE"
-  local name packages base
+  local name packages base pid failed=0
+  local -a pids=()
+  # The root filesystems are made side by side (mostly downloads and unpacking), then imported
+  # and finished one by one.
+  while read -r name packages; do
+    # shellcheck disable=SC2086
+    rootfs_tar "$name" $packages >/dev/null &
+    pids+=($!)
+  done < <(debian_images)
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  [ "$failed" = 0 ] || die "mmdebstrap failed (see above)"
   while read -r name packages; do
     # shellcheck disable=SC2086
     base=$(rootfs_image "$name" $packages)
