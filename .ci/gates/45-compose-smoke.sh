@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 need=()
-for pair in mmdebstrap:mmdebstrap dockerd:docker.io docker-compose:docker-compose jq:jq curl:curl unshare:util-linux; do
+for pair in mmdebstrap:mmdebstrap dockerd:docker.io docker-compose:docker-compose jq:jq curl:curl unshare:util-linux ip:iproute2; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -18,7 +18,7 @@
 #
 # Environment: AUTOHEAL_SMOKE_DIR (default var/compose-smoke: the engine's data, kept between runs as
 # a cache of built layers, and the run's secrets and backup, removed at the end), AUTOHEAL_IMAGE_CACHE (see
-# deploy/images/build.sh). Needs root (dockerd, unshare, nsenter), docker.io, docker-compose,
+# deploy/images/build.sh). Needs root (dockerd, unshare, nsenter), docker.io, docker-compose, iproute2,
 # mmdebstrap, curl and jq.
 set -euo pipefail
 
@@ -52,7 +52,7 @@ dc() { docker-compose "${FILES[@]}" "$@"; }
 innet() { nsenter --net="/proc/$(cat "$D/docker.pid")/ns/net" "$@"; }
 http() { innet curl -fsS --max-time 10 "$@"; }
 
-for tool in dockerd docker docker-compose mmdebstrap unshare nsenter curl jq; do
+for tool in dockerd docker docker-compose mmdebstrap unshare nsenter ip curl jq; do
   command -v "$tool" >/dev/null 2>&1 || fail "$tool is not installed"
 done
 
