@@ -11,6 +11,8 @@ need=()
 for pair in mmdebstrap:mmdebstrap dockerd:docker.io docker-compose:docker-compose jq:jq curl:curl unshare:util-linux ip:iproute2; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
+# The wheelhouse is resolved by Debian's own Python (the images' version), which needs its pip.
+/usr/bin/python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "compose-smoke: installing ${need[*]}"
   apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null \
