@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 9009
 
-.PHONY: run test venv migrate demo lint typecheck services-up services-down bench clean
+.PHONY: run test venv migrate demo lint typecheck services-up services-down bench clean images compose-smoke
 
 ## Create .venv and install requirements-dev.txt (again only when a requirement file changed).
 venv:
@@ -49,6 +49,16 @@ services-up:
 
 services-down:
 	scripts/services.sh down
+
+## Build every image the compose files use, into the Docker Engine at DOCKER_HOST: upstream bases
+## where a registry answers, else equivalents built from Debian packages (docs/deployment.md, "Images").
+images:
+	deploy/images/build.sh
+
+## The compose stack end to end on a private dockerd: canary, flip to production, limits, logrotate,
+## backup and restore, down -v. Stops everything it started (deploy/smoke/compose-smoke.sh).
+compose-smoke:
+	deploy/smoke/compose-smoke.sh
 
 bench:
 	PYTHON=$(PYTHON) VENV=$(VENV) scripts/provision.sh bench

@@ -22,6 +22,8 @@ TEST_PACKAGES=(
   docker-compose                # compose file checks
   logrotate haproxy             # deployment gate: log rotation, gateway and socket proxy
   git                           # .ci/run tests a fresh clone of HEAD
+  mmdebstrap iproute2 curl jq python3-pip  # compose smoke run: images from Debian packages, its own netns
+  util-linux                    # the fault campaign: runuser, mount of a small tmpfs
 )
 BENCH_PACKAGES=(
   wrk                           # HTTP load generator used by bench/

@@ -203,10 +203,14 @@ def alertmanager_config(*, autoheal_url: str, token_file: Path, sink_port: int) 
     return config
 
 
-def prometheus_config(*, app_port: int, autoheal_port: int, am_port: int, rules: list[Path]) -> dict[str, Any]:
+def prometheus_config(
+    *, app_port: int, autoheal_port: int, am_port: int, rules: list[Path], metrics_token_file: Path
+) -> dict[str, Any]:
     shipped = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     autoheal_job = next(job for job in shipped["scrape_configs"] if job["job_name"] == "autoheal")
     autoheal_job["static_configs"][0]["targets"] = [f"127.0.0.1:{autoheal_port}"]
+    # The shipped job sends the metrics token from the compose secret's path; here from a file of the test.
+    autoheal_job["authorization"]["credentials_file"] = str(metrics_token_file)
     return {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(path) for path in rules],
@@ -284,6 +288,10 @@ def test_an_alert_from_prometheus_restarts_the_container_and_is_verified_when_it
     token_file = tmp_path / "webhook-token"
     token_file.write_text(token + "\n")
     env = autoheal_env(tmp_path, token=token, docker_host=docker_host)
+    # /metrics refuses a scrape without the token, as in the compose deployment.
+    metrics_token_file = tmp_path / "metrics-token"
+    metrics_token_file.write_text(secrets.token_urlsafe(24) + "\n")
+    env["AUTOHEAL_METRICS_TOKEN_FILE"] = str(metrics_token_file)
     web_port, prom_port, am_port = free_port(), free_port(), free_port()
     autoheal = f"http://127.0.0.1:{web_port}"
     prom = f"http://127.0.0.1:{prom_port}"
@@ -327,6 +335,7 @@ def test_an_alert_from_prometheus_restarts_the_container_and_is_verified_when_it
                     autoheal_port=web_port,
                     am_port=am_port,
                     rules=[DEPLOY / "prometheus" / "rules" / "autoheal.rules.yml", rules],
+                    metrics_token_file=metrics_token_file,
                 )
             )
         )

@@ -17,6 +17,9 @@ docker-compose -f "$base" config --quiet
 echo "deploy: $base resolves"
 AUTOHEAL_HOSTNAME=autoheal.example docker-compose -f "$base" -f "$prod" config --quiet
 echo "deploy: $base + $prod resolve"
+local_images=deploy/docker-compose.local.yml
+AUTOHEAL_HOSTNAME=autoheal.example docker-compose -f "$base" -f "$prod" -f "$local_images" config --quiet
+echo "deploy: $base + $prod + $local_images resolve"
 if env -u AUTOHEAL_HOSTNAME docker-compose -f "$base" -f "$prod" config --quiet >/dev/null 2>&1; then
   echo "deploy: production must refuse to resolve without AUTOHEAL_HOSTNAME" >&2
   exit 1

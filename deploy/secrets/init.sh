@@ -31,3 +31,5 @@ token=$(random 48)
 # Autoheal accepts every token in its list (one a line, for rotation); Alertmanager sends one.
 put autoheal_webhook_tokens "$token"
 put alertmanager_webhook_token "$token"
+# Prometheus sends it to Autoheal's /metrics (Bearer), Autoheal compares (AUTOHEAL_METRICS_TOKEN_FILE).
+put autoheal_metrics_token "$(random 48)"

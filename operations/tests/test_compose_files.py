@@ -82,10 +82,52 @@ def test_only_the_worker_and_watcher_reach_the_docker_socket_proxy():
         if any("docker.sock" in volume for volume in service.get("volumes", []))
     ]
     assert socket_mounts == ["docker-socket-proxy"]
-    assert "/var/run/docker.sock:/var/run/docker.sock:ro" in BASE["services"]["docker-socket-proxy"]["volumes"]
+    assert (
+        "${AUTOHEAL_DOCKER_SOCKET:-/var/run/docker.sock}:/var/run/docker.sock:ro"
+        in BASE["services"]["docker-socket-proxy"]["volumes"]
+    )
 
 
 def test_published_ports_bind_loopback_unless_told_otherwise():
     for name, service in BASE["services"].items():
         for port in service.get("ports", []):
             assert port.startswith("${AUTOHEAL_PUBLISH_ADDR:-127.0.0.1}:"), (name, port)
+
+
+def test_metrics_token_is_a_file_secret_shared_by_autoheal_and_prometheus():
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
+    job = next(job for job in prometheus["scrape_configs"] if job["job_name"] == "autoheal")
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/autoheal_metrics_token"}
+    assert "autoheal_metrics_token" in BASE["services"]["prometheus"]["secrets"]
+    for name in AUTOHEAL:
+        service = BASE["services"][name]
+        assert service["environment"]["AUTOHEAL_METRICS_TOKEN_FILE"] == "/run/secrets/autoheal_metrics_token"
+        assert "autoheal_metrics_token" in service["secrets"]
+        assert "autoheal_metrics_token" in PROD["services"][name]["secrets"], f"{name} loses the token in production"
+    assert "AUTOHEAL_METRICS_TOKEN" not in BASE["x-autoheal"]["environment"], "a secret as an environment value"
+
+
+def test_autoheal_runs_on_a_read_only_root_filesystem():
+    for name in (*AUTOHEAL, "autoheal-migrate"):
+        assert BASE["services"][name]["read_only"] is True
+        assert "/tmp" in BASE["services"][name]["tmpfs"]
+
+
+def test_the_local_image_override_only_swaps_images_and_leaves_grafana_out():
+    local = yaml.safe_load((DEPLOY / "docker-compose.local.yml").read_text(encoding="utf-8"))
+    for name, service in local["services"].items():
+        assert name in BASE["services"], f"{name} is not a service of docker-compose.yml"
+        if name == "grafana":
+            assert service == {"profiles": ["grafana"]}
+        elif name.startswith("autoheal-") and "build" in BASE["services"][name]:
+            assert service == {"build": {"args": {"BASE": "autoheal-local/python:3.11-bookworm"}}}
+        else:
+            assert set(service) == {"image"} and service["image"].startswith("autoheal-local/")
+    upstream = {name for name, service in BASE["services"].items() if not service["image"].startswith("autoheal:")}
+    assert upstream - {"grafana"} == {name for name, service in local["services"].items() if "image" in service}
+    for name in {
+        s.removeprefix("autoheal-local/").split(":")[0]
+        for s in (v.get("image", "") for v in local["services"].values())
+        if s
+    }:
+        assert (DEPLOY / "images" / name / "Dockerfile").exists(), f"no deploy/images/{name}/Dockerfile"
