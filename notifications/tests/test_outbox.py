@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import threading
 import time
@@ -125,6 +126,7 @@ def test_targets_choose_their_events_and_policies_choose_their_targets(settings:
         f"pager[action_failed|circuit_opened]={receiver.url('pager')},chat={receiver.url('chat')},"
         f"other={receiver.url('other')}"
     )
+    settings.AUTOHEAL_COMMAND_ALLOW = [shutil.which("false")]  # the operator allows the failing program
     start_outbox()
     policy = make_policy(action="command", params={"argv": ["false"]}, notify=["pager", "chat"])
     make_job(policy=policy, alert=make_alert())

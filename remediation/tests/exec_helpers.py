@@ -24,7 +24,7 @@ from remediation.worker import Worker
 ROOT = Path(__file__).resolve().parents[2]
 
 
-TEST_PROGRAMS = ("sh", "touch", "true", "echo", "env", "sleep")
+TEST_PROGRAMS = ("sh", "touch", "true", "false", "echo", "env", "sleep")
 
 
 def allowed_test_programs() -> list[str]:

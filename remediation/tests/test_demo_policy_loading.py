@@ -59,6 +59,11 @@ def test_policy_edited_in_the_admin_survives_a_restart(admin_client: Any) -> Non
         "max_actions_per_hour": "3",
         "verify_within_seconds": "300",
         "priority": "100",
+        "mode": "auto",
+        "approval_timeout_seconds": "900",
+        "when_silence_unknown": "act",
+        "notify": "[]",
+        "capture_evidence": "on",
         "_save": "Save",
     }
     assert admin_client.post(f"/admin/remediation/policy/{policy.pk}/change/", form).status_code == 302
