@@ -230,3 +230,21 @@ def _check_human_fields(errors: dict[str, str], values: Mapping[str, Any]) -> No
     notify = values["notify"]
     if not isinstance(notify, list) or not all(isinstance(n, str) and _NAME.match(n) for n in notify):
         errors["notify"] = "must be a list of notification target names (not URLs), e.g. [oncall, chat]"
+    elif notify and (problem := _unconfigured_targets(notify)):
+        errors["notify"] = problem
+
+
+def _unconfigured_targets(names: list[str]) -> str | None:
+    """A policy may only name targets that the operator configured in AUTOHEAL_NOTIFY_URLS: a typo
+    would otherwise silently notify nobody. The message names targets, never their URLs."""
+    from notifications.targets import NotifyConfigError, configured_targets
+
+    try:
+        configured = [t.name for t in configured_targets()]
+    except NotifyConfigError as exc:
+        return str(exc)
+    unknown = [n for n in names if n not in configured]
+    if not unknown:
+        return None
+    known = ", ".join(configured) if configured else "none"
+    return f"names the notification target {unknown[0]!r}, which AUTOHEAL_NOTIFY_URLS does not configure (configured: {known})"

@@ -125,7 +125,8 @@ def test_a_job_nobody_decided_on_in_time_expires(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_the_new_policy_fields_round_trip_through_yaml_and_bad_values_are_named() -> None:
+def test_the_new_policy_fields_round_trip_through_yaml_and_bad_values_are_named(settings: Any) -> None:
+    settings.AUTOHEAL_NOTIFY_URLS = "oncall=json://127.0.0.1:9/oncall,chat=json://127.0.0.1:9/chat"
     text = """
 policies:
   - name: careful-restart
@@ -165,3 +166,11 @@ policies:
     assert defaults["mode"] == "auto" and defaults["approval_timeout_seconds"] == 900
     assert defaults["silence_during_action"] is False and defaults["when_silence_unknown"] == "act"
     assert defaults["notify"] == [] and defaults["capture_evidence"] is True
+
+
+def test_a_policy_naming_a_target_the_operator_did_not_configure_is_refused(settings: Any) -> None:
+    settings.AUTOHEAL_NOTIFY_URLS = "oncall=json://127.0.0.1:9/oncall"
+    with pytest.raises(PolicyError) as raised:
+        policy_validate({"name": "p", "matchers": ['alertname="A"'], "action": "log_only", "notify": ["oncal"]})
+    message = raised.value.errors["notify"]
+    assert "'oncal'" in message and "configured: oncall" in message and "json://" not in message
