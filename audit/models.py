@@ -32,7 +32,13 @@ KINDS = (
     "policy_changed",
 )
 # Not in the stable vocabulary's first list but needed by the product; documented in INTERFACE.md.
-EXTRA_KINDS = ("incident_escalated", "false_positive_marked", "apikey_changed")
+EXTRA_KINDS = (
+    "incident_escalated",
+    "false_positive_marked",
+    "apikey_changed",
+    "agent_token_changed",
+    "agent_refused",
+)
 ALL_KINDS = KINDS + EXTRA_KINDS
 
 

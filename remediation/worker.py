@@ -15,6 +15,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import close_old_connections, connections
 
+from fleet.handover import jobs_host_offline
 from remediation import safety, wakeup
 from remediation.execution.leases import job_claim, leases_expire
 from remediation.execution.run import job_run
@@ -40,6 +41,7 @@ class Worker:
             self.end_expired_pause,
             self.half_open_circuit,
             self.expire_leases,
+            self.expire_offline_hosts,
             self.verify_due,
             self.run_one_job,
         ]
@@ -54,6 +56,10 @@ class Worker:
 
     def expire_leases(self) -> bool:
         return leases_expire() > 0
+
+    def expire_offline_hosts(self) -> bool:
+        # Fleet hook: jobs placed on a host whose agent stayed away past the TTL end host_offline.
+        return jobs_host_offline() > 0
 
     def verify_due(self) -> bool:
         return jobs_verify() > 0

@@ -16,17 +16,24 @@ from django.db.models import F
 from django.utils import timezone
 
 from audit.services import audit_record
-from remediation.execution.facts import audit_base
+from fleet.placement import local_hosts
+from remediation.execution.facts import audit_base, host_data
 from remediation.models import Job
 
 logger = logging.getLogger(__name__)
 
 
-def job_claim(*, worker: str, now: datetime | None = None) -> Job | None:
-    """Take one due queued job for this worker, or None. Two workers never get the same job."""
+def job_claim(*, worker: str, now: datetime | None = None, hosts: tuple[str, ...] | None = None) -> Job | None:
+    """Take one due queued job for this worker, or None. Two workers never get the same job.
+
+    ``hosts``: the placements this claimer serves; the central worker's default leaves the jobs
+    placed on an agent's host to that agent (fleet.placement.local_hosts).
+    """
     now = now or timezone.now()
     lease = now + timedelta(seconds=settings.AUTOHEAL_LEASE_SECONDS)
-    due = Job.objects.filter(state=Job.State.QUEUED, not_before__lte=now).order_by("not_before", "id")
+    due = Job.objects.filter(
+        state=Job.State.QUEUED, not_before__lte=now, host__in=hosts if hosts is not None else local_hosts()
+    ).order_by("not_before", "id")
     if connection.vendor == "postgresql":
         with transaction.atomic():
             job = due.select_for_update(skip_locked=True, of=("self",)).first()
@@ -111,6 +118,7 @@ def leases_expire(*, now: datetime | None = None) -> int:
                         "error": "worker lost before start",
                         "try": job.attempts,
                         "retry_in_seconds": 0,
+                        **host_data(job),
                     },
                     **base,
                 )
@@ -128,6 +136,7 @@ def leases_expire(*, now: datetime | None = None) -> int:
                         "attempt": job.attempt,
                         "worker": job.lease_owner,
                         "started_at": job.started_at.isoformat(),
+                        **host_data(job),
                     },
                     **base,
                 )

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class FleetConfig(AppConfig):
+    """One central Autoheal and an agent on every Docker host: tokens, agents, hand-over."""
+
+    name = "fleet"
+    default_auto_field = "django.db.models.BigAutoField"
