@@ -330,7 +330,9 @@ def agent_job_report(
     try:
         with transaction.atomic():
             current = Job.objects.select_for_update().select_related("alert", "policy").get(pk=job_id)
-            mine = current.lease_owner == worker and current.attempts == claim and current.started_at is not None
+            # A report before the start is a check that could not reach Docker (retried like the
+            # worker's); after it, the action's outcome.
+            mine = current.lease_owner == worker and current.attempts == claim
             if mine and current.state == Job.State.RUNNING:
                 disposition = "applied"
             elif mine and current.state == Job.State.UNKNOWN:
