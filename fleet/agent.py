@@ -18,6 +18,7 @@ action finish and be reported, then the agent exits.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -85,7 +86,7 @@ class Central:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
-            session.headers["Authorization"] = f"Bearer {self._token}"
+            session.headers["Authorization"] = f"Agent {self._token}"
             self._local.session = session
         return session
 
@@ -373,6 +374,11 @@ class FleetAgent:
             self._threads.append(thread)
 
     def run_forever(self) -> None:
+        with contextlib.suppress(Stopping):
+            self._loop()
+        self.shutdown()
+
+    def _loop(self) -> None:
         backoff = Backoff()
         connected = False
         while not self.stop_event.is_set():
@@ -389,8 +395,6 @@ class FleetAgent:
                 self.busy = False
                 self.poll_once()
                 backoff.reset()
-            except Stopping:
-                break
             except CentralError as exc:
                 if exc.status == 401:
                     logger.error("the central refused this agent's token: %s", exc)
@@ -407,7 +411,6 @@ class FleetAgent:
                 logger.warning("lost the central (%s); reconnecting in %.1fs", type(exc).__name__, delay)
                 connected = False
                 self.stop_event.wait(delay)
-        self.shutdown()
 
     def request_stop(self) -> None:
         """SIGTERM: finish the action in progress and its report, then exit; interrupt a wait."""

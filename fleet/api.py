@@ -2,7 +2,8 @@
 
 Views only parse and answer: the work is in :mod:`fleet.handover`. Every agent request names its
 host; a token is good for its own host only, so naming (or touching the jobs of) another host is
-answered 403 and audited as ``agent_refused``. An unknown or revoked token is answered 401.
+answered 403 and audited as ``agent_refused``. An unknown or revoked token is answered 401. The
+token travels as ``Authorization: Agent <token>``.
 """
 
 from __future__ import annotations
@@ -76,14 +77,16 @@ def agent_endpoint(methods: tuple[str, ...]) -> Callable[[AgentView], AgentView]
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method not in methods:
                 return _error(f"use {' or '.join(methods)}", 405)
-            header = request.headers.get("Authorization", "")
-            token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+            # Its own scheme, not Bearer: the site's Bearer tokens (API keys, provider tokens) are
+            # a different credential, checked by the accounts middleware before any view runs.
+            scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+            token = value.strip() if scheme.lower() == "agent" else ""
             row = agent_token_authenticate(token)
             if row is None:
                 response = _error(
-                    "an agent token (Authorization: Bearer ...) that is valid and not revoked is required", 401
+                    "an agent token (Authorization: Agent ...) that is valid and not revoked is required", 401
                 )
-                response["WWW-Authenticate"] = 'Bearer realm="autoheal-agent"'
+                response["WWW-Authenticate"] = 'Agent realm="autoheal-agent"'
                 return response
             try:
                 data = _body(request) if request.method in ("POST", "PUT") else dict(request.GET.items())

@@ -39,6 +39,7 @@ from remediation.wakeup import CHANNEL
 logger = logging.getLogger(__name__)
 
 OFFLINE_BATCH = 50
+HANDOVER_LEASE_SECONDS = 10
 
 
 class Forbidden(PermissionError):
@@ -125,6 +126,14 @@ def _hand_over_one(*, host: str) -> HandOver | None | bool:
     job = job_claim(worker=agent_worker(host), hosts=(host,))
     if job is None:
         return None
+    # Until the agent starts the action, a short hand-over lease: an agent that vanished while its
+    # long poll was answered (the answer is lost) gives the job back within seconds, not a full lease.
+    job.lease_expires_at = timezone.now() + timedelta(
+        seconds=min(settings.AUTOHEAL_LEASE_SECONDS, HANDOVER_LEASE_SECONDS)
+    )
+    Job.objects.filter(pk=job.pk, state=Job.State.RUNNING, started_at=None).update(
+        lease_expires_at=job.lease_expires_at
+    )
     limits = safety.limits_from_settings()
     # The same decision the worker reads before any Docker call: kill switch, dry-run, pause,
     # budget, cooldown, backoff, breaker. A job that may not run never reaches the agent.
@@ -234,15 +243,12 @@ def agent_job_start(*, host: str, job_id: int, claim: int) -> dict[str, Any]:
     """
     limits = safety.limits_from_settings()
     worker = agent_worker(host)
+    # Checked (and a refusal audited) outside the start's transaction, which a refusal rolls back.
+    _owned(Job.objects.filter(pk=job_id).first(), host=host, what="start", job_id=job_id)
     with transaction.atomic():
         row = safety.switch_locked()
         now = timezone.now()
-        current = _owned(
-            Job.objects.select_related("alert", "policy").filter(pk=job_id).first(),
-            host=host,
-            what="start",
-            job_id=job_id,
-        )
+        current = Job.objects.select_related("alert", "policy").get(pk=job_id)
         if current.state != Job.State.RUNNING or current.lease_owner != worker or current.attempts != claim:
             raise Conflict(f"job {job_id} is no longer leased to this agent (state {current.state})")
         if current.started_at is not None:
@@ -329,7 +335,7 @@ def agent_job_report(
     agent_seen(host=host)
     try:
         with transaction.atomic():
-            current = Job.objects.select_for_update().select_related("alert", "policy").get(pk=job_id)
+            current = Job.objects.select_for_update(of=("self",)).select_related("alert", "policy").get(pk=job_id)
             # A report before the start is a check that could not reach Docker (retried like the
             # worker's); after it, the action's outcome.
             mine = current.lease_owner == worker and current.attempts == claim
