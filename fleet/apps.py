@@ -6,3 +6,8 @@ class FleetConfig(AppConfig):
 
     name = "fleet"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from fleet.metrics import register_fleet_collector
+
+        register_fleet_collector()
