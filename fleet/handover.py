@@ -220,6 +220,10 @@ def agent_job_next(*, host: str, wait_seconds: float) -> HandOver | None:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
+            if not connection.in_atomic_block:
+                # While it waits the poll holds only its LISTEN connection: the request's own goes
+                # back (to the pool, when there is one) and the next look reconnects.
+                connection.close()
             # Bounded wait: a job whose not_before passes (backoff) is picked up within a second.
             signal.wait(min(left, 1.0))
     finally:
