@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from fleet.models import Agent
@@ -40,21 +41,23 @@ def agents_overview(*, now: datetime | None = None) -> list[AgentRow]:
     """Every agent seen, by host: connected when heard from within AUTOHEAL_AGENT_CONNECTED_SECONDS."""
     now = now or timezone.now()
     since = now - timedelta(seconds=settings.AUTOHEAL_AGENT_CONNECTED_SECONDS)
-    in_flight = dict(
-        Job.objects.filter(state=Job.State.RUNNING)
-        .exclude(host="")
+    # One query, however many agents: the jobs in flight are counted in a subquery.
+    in_flight = (
+        Job.objects.filter(state=Job.State.RUNNING, host=OuterRef("host"))
+        .order_by()
         .values("host")
         .annotate(n=Count("id"))
-        .values_list("host", "n")
+        .values("n")
     )
+    agents = Agent.objects.annotate(jobs_in_flight=Coalesce(Subquery(in_flight), 0)).order_by("host")
     return [
         AgentRow(
             host=agent.host,
             version=agent.version,
             last_seen=agent.last_seen,
             containers=len(agent.inventory or []),
-            jobs_in_flight=in_flight.get(agent.host, 0),
+            jobs_in_flight=agent.jobs_in_flight,
             connected=agent.last_seen >= since,
         )
-        for agent in Agent.objects.all()
+        for agent in agents
     ]
