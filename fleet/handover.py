@@ -39,6 +39,7 @@ from remediation.wakeup import CHANNEL
 logger = logging.getLogger(__name__)
 
 OFFLINE_BATCH = 50
+POOLED = bool(settings.DATABASES["default"].get("OPTIONS", {}).get("pool"))
 HANDOVER_LEASE_SECONDS = 10
 
 
@@ -220,9 +221,10 @@ def agent_job_next(*, host: str, wait_seconds: float) -> HandOver | None:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            if not connection.in_atomic_block:
+            if POOLED and not connection.in_atomic_block:
                 # While it waits the poll holds only its LISTEN connection: the request's own goes
-                # back (to the pool, when there is one) and the next look reconnects.
+                # back to the pool for other requests (without a pool, reconnecting would only
+                # add a connection set-up to every hand-over).
                 connection.close()
             # Bounded wait: a job whose not_before passes (backoff) is picked up within a second.
             signal.wait(min(left, 1.0))
