@@ -33,7 +33,7 @@ class UntrustedProxyHeadersMiddleware:
 class MetricsTokenMiddleware:
     """``/metrics`` needs ``Authorization: Bearer <AUTOHEAL_METRICS_TOKEN>`` when that is set.
 
-    Without the setting the exposition is open, as INTERFACE.md allows: it carries counts and
+    Without the setting the exposition is open, as docs/interface.md allows: it carries counts and
     alert names, no secrets. Prometheus sends the token with ``authorization.credentials_file``.
     """
 

@@ -13,8 +13,6 @@ are set. Differences from the library's defaults, on purpose:
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,25 +25,12 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 
+from accounts.provider import ProviderUnavailable, op_setting
 from accounts.roles import ROLES
 from accounts.services import identity_user
+from accounts.tokens import TokenError, verify_jwt
 
 logger = logging.getLogger(__name__)
-
-DISCOVERY_TTL_SECONDS = 3600
-_DISCOVERY_KEYS = {
-    "OIDC_OP_ISSUER": "issuer",
-    "OIDC_OP_AUTHORIZATION_ENDPOINT": "authorization_endpoint",
-    "OIDC_OP_TOKEN_ENDPOINT": "token_endpoint",
-    "OIDC_OP_USER_ENDPOINT": "userinfo_endpoint",
-    "OIDC_OP_JWKS_ENDPOINT": "jwks_uri",
-}
-_discovery: dict[str, tuple[float, dict[str, Any]]] = {}
-_discovery_lock = threading.Lock()
-
-
-class ProviderUnavailable(RuntimeError):
-    """The OpenID provider's discovery document could not be read."""
 
 
 def oidc_enabled() -> bool:
@@ -54,34 +39,6 @@ def oidc_enabled() -> bool:
         getattr(settings, "OIDC_RP_CLIENT_ID", "")
         and (getattr(settings, "OIDC_OP_DISCOVERY_URL", "") or getattr(settings, "OIDC_OP_AUTHORIZATION_ENDPOINT", ""))
     )
-
-
-def _metadata(url: str) -> dict[str, Any]:
-    with _discovery_lock:
-        cached = _discovery.get(url)
-        if cached and time.monotonic() - cached[0] < DISCOVERY_TTL_SECONDS:
-            return cached[1]
-        try:
-            response = requests.get(url, timeout=getattr(settings, "OIDC_TIMEOUT", 5))  # nosec B113: timeout from OIDC_TIMEOUT
-            response.raise_for_status()
-            document = response.json()
-        except (requests.RequestException, ValueError) as exc:
-            raise ProviderUnavailable(f"OpenID discovery failed: {type(exc).__name__}") from None
-        if not isinstance(document, dict):
-            raise ProviderUnavailable("OpenID discovery document is not a JSON object")
-        _discovery[url] = (time.monotonic(), document)
-        return document
-
-
-def op_setting(name: str) -> str:
-    """An ``OIDC_OP_*`` value: the explicit setting if given, else the provider's discovery document."""
-    explicit = str(getattr(settings, name, "") or "")
-    if explicit:
-        return explicit
-    url = getattr(settings, "OIDC_OP_DISCOVERY_URL", "")
-    if not url:
-        return ""
-    return str(_metadata(url).get(_DISCOVERY_KEYS[name]) or "")
 
 
 def roles_from_claims(claims: Mapping[str, Any]) -> set[str]:
@@ -148,8 +105,6 @@ class AutohealOIDCBackend(OIDCAuthenticationBackend):
 
     def verify_token(self, token: str, **kwargs: Any) -> dict[str, Any]:
         """Verify the id_token completely; the library itself checks only signature and nonce."""
-        from accounts.tokens import TokenError, verify_jwt
-
         algorithm = self.OIDC_RP_SIGN_ALGO
         try:
             payload = verify_jwt(

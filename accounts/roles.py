@@ -47,15 +47,6 @@ class IsOps(BasePermission):
         return is_ops(request.user)
 
 
-class IsAdmin(BasePermission):
-    """DRF permission: the admin role."""
-
-    message = "This needs the admin role."
-
-    def has_permission(self, request: Any, view: Any) -> bool:
-        return is_admin(request.user)
-
-
 class OpsReadAdminWrite(BasePermission):
     """DRF permission: safe methods for ops and admin, changes for admin only."""
 

@@ -21,6 +21,8 @@ import jwt
 import requests
 from django.conf import settings
 
+from accounts.provider import ProviderUnavailable, op_setting
+
 ALLOWED_ALGORITHMS = ("RS256", "ES256")
 JWKS_TTL_SECONDS = 3600
 JWKS_MIN_REFETCH_SECONDS = 30
@@ -142,8 +144,6 @@ def api_tokens_enabled() -> bool:
 
 def verify_access_token(token: str) -> dict[str, Any]:
     """The claims of an API access token (audience ``OIDC_API_AUDIENCE``), or TokenError."""
-    from accounts.oidc import ProviderUnavailable, op_setting
-
     if not api_tokens_enabled():
         raise TokenError("bearer JWTs are not accepted by this server (no OIDC_API_AUDIENCE)")
     try:

@@ -17,6 +17,8 @@ from django.utils.functional import cached_property
 from audit.filters import ParameterError, filterset_for
 from audit.models import AuditAnchor, AuditEvent, AuditExport
 from audit.selectors import within_budget
+from autoheal_site.admin_base import ReadOnlyAdmin
+from autoheal_site.text import visible
 
 # The admin's text search: the newest ADMIN_SEARCH_LIMIT matches when the trigram index finds them
 # within SEARCH_BUDGET_MS, otherwise the matches among the newest ADMIN_SEARCH_WINDOW events (the
@@ -57,19 +59,6 @@ def _estimate(queryset: QuerySet[Any]) -> int:
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """No add, change or delete from the admin: the audit is append-only."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 # The /audit API's filters, accepted by the admin's list under the same names and meanings.
 API_FILTERS = ("kind", "alertname", "since", "until", "contains")
 
@@ -103,7 +92,7 @@ class ApiFilterChangeList(ChangeList):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ("id", "ts", "kind", "alertname", "target", "policy", "actor", "short_message")
+    list_display = ("id", "ts", "kind", "shown_alertname", "shown_target", "policy", "shown_actor", "short_message")
     list_filter = ("kind", ("ts", admin.DateFieldListFilter))
     search_fields = ("search",)
     search_help_text = (
@@ -120,12 +109,12 @@ class AuditEventAdmin(ReadOnlyAdmin):
         "id",
         "ts",
         "kind",
-        "alertname",
+        "shown_alertname",
         "fingerprint",
         "policy",
-        "target",
-        "message",
-        "actor",
+        "shown_target",
+        "shown_message",
+        "shown_actor",
         "pretty_data",
         "prev_hash",
         "hash",
@@ -142,11 +131,30 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
     @admin.display(description="message")
     def short_message(self, obj: AuditEvent) -> str:
-        return obj.message if len(obj.message) <= 120 else obj.message[:119] + "…"
+        return visible(obj.message if len(obj.message) <= 120 else obj.message[:119] + "…")
 
     @admin.display(description="data")
     def pretty_data(self, obj: AuditEvent) -> str:
-        return json.dumps(obj.data, indent=2, sort_keys=True, ensure_ascii=False)
+        # Line breaks of the indentation are kept; those inside values are escaped by json.dumps.
+        return "\n".join(
+            visible(line) for line in json.dumps(obj.data, indent=2, sort_keys=True, ensure_ascii=False).split("\n")
+        )
+
+    @admin.display(description="alertname", ordering="alertname")
+    def shown_alertname(self, obj: AuditEvent) -> str:
+        return visible(obj.alertname)
+
+    @admin.display(description="target", ordering="target")
+    def shown_target(self, obj: AuditEvent) -> str:
+        return visible(obj.target)
+
+    @admin.display(description="message")
+    def shown_message(self, obj: AuditEvent) -> str:
+        return visible(obj.message)
+
+    @admin.display(description="actor")
+    def shown_actor(self, obj: AuditEvent) -> str:
+        return visible(obj.actor)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[AuditEvent]:
         return super().get_queryset(request).defer("search")

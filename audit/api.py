@@ -17,6 +17,7 @@ from accounts.roles import IsOps
 from audit.filters import DEFAULT_N, MAX_N, ParameterError, check_parameters, encode_cursor, filterset_for, page_params
 from audit.models import ALL_KINDS
 from audit.selectors import audit_page
+from autoheal_site.text import json_line_safe
 
 _EVENT = inline_serializer(
     name="AuditEvent",
@@ -94,7 +95,8 @@ class AuditView(APIView):
         # The events arrive as JSON text (written by the database on PostgreSQL): the answer is
         # assembled around them rather than decoded and encoded again.
         tail = json.dumps({"count": len(page.events), "next": self._next_url(request, page.next_before)})
-        body = '{"events":[' + ",".join(page.events) + "]," + tail[1:]
+        # DEL, C1 controls and U+2028/U+2029 from alert labels go out escaped too (same JSON value).
+        body = json_line_safe('{"events":[' + ",".join(page.events) + "]," + tail[1:])
         return HttpResponse(body.encode("utf-8"), content_type="application/json")
 
     @staticmethod

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
+from autoheal_site.text import json_line_safe
+
 if TYPE_CHECKING:
     from audit.models import AuditEvent
 
@@ -30,7 +32,7 @@ def line_for(event: AuditEvent) -> str:
     body = event.as_dict()
     body["prev_hash"] = event.prev_hash
     body["hash"] = event.hash
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str) + "\n"
+    return json_line_safe(json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)) + "\n"
 
 
 def append(event: AuditEvent) -> None:

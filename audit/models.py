@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from django.db import models
 from django.utils import timezone
+
+from autoheal_site.text import visible
+from autoheal_site.utc import iso_utc
 
 KINDS = (
     "alert_received",
@@ -31,7 +33,7 @@ KINDS = (
     "switch_changed",
     "policy_changed",
 )
-# Not in the stable vocabulary's first list but needed by the product; documented in INTERFACE.md.
+# Not in the stable vocabulary's first list but needed by the product; documented in docs/interface.md.
 EXTRA_KINDS = (
     "incident_escalated",
     "false_positive_marked",
@@ -54,11 +56,6 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
 
     def delete(self) -> tuple[int, dict[str, int]]:
         raise AppendOnlyError("audit events are append-only; use manage.py audit_prune")
-
-
-def iso_utc(ts: datetime) -> str:
-    """A timestamp as UTC ISO 8601 with a ``Z``, the form used in the API, JSONL and hashes."""
-    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def search_text(*, alertname: str, target: str, message: str, data: dict[str, Any]) -> str:
@@ -111,7 +108,7 @@ class AuditEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.id} {self.kind} {self.alertname}"
+        return visible(f"{self.id} {self.kind} {self.alertname}")
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None and not kwargs.get("force_insert"):
@@ -122,7 +119,7 @@ class AuditEvent(models.Model):
         raise AppendOnlyError("audit events are append-only; use manage.py audit_prune")
 
     def as_dict(self) -> dict[str, Any]:
-        """The event as INTERFACE.md shows it (the hash fields are for audit_verify)."""
+        """The event as docs/interface.md shows it (the hash fields are for audit_verify)."""
         return {
             "id": self.id,
             "ts": iso_utc(self.ts),

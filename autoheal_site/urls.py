@@ -1,4 +1,4 @@
-"""Autoheal's routes; see INTERFACE.md (HTTP) for who may call what. Each app owns its urls.py."""
+"""Autoheal's routes; see docs/interface.md (HTTP) for who may call what. Each app owns its urls.py."""
 
 from django.contrib import admin
 from django.urls import include, path

@@ -287,7 +287,7 @@ class FleetAgent:
             executor = executor_for(spec.action)
             executor.check(spec)
         except NotAllowed as exc:
-            refusal = {"claim": claim, "detail": str(exc)}
+            refusal = {"claim": claim, "detail": str(exc), "reason": exc.reason}
             self._retrying(lambda: self.central.call("POST", f"jobs/{job_id}/refuse", body=refusal))
             logger.info("job %s refused here: %s", job_id, exc)
             return

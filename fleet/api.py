@@ -211,8 +211,11 @@ def job_start(request: HttpRequest, host: str, data: dict[str, Any], job_id: int
 
 @agent_endpoint(("POST",))
 def job_refuse(request: HttpRequest, host: str, data: dict[str, Any], job_id: int) -> HttpResponse:
+    reason = data.get("reason", "not_allowed")
+    if reason not in handover.REFUSAL_REASONS:
+        raise BadRequest(f"reason must be one of {', '.join(handover.REFUSAL_REASONS)}")
     state = handover.agent_job_refuse(
-        host=host, job_id=job_id, claim=_int(data, "claim"), detail=_str(data, "detail", limit=4000)
+        host=host, job_id=job_id, claim=_int(data, "claim"), detail=_str(data, "detail", limit=4000), reason=reason
     )
     return JsonResponse({"state": state})
 

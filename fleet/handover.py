@@ -39,6 +39,8 @@ from remediation.wakeup import CHANNEL
 logger = logging.getLogger(__name__)
 
 OFFLINE_BATCH = 50
+# What an agent's executor check may answer, as the worker's check does (remediation.executors).
+REFUSAL_REASONS = ("not_allowed", "target_missing", "ambiguous_target")
 POOLED = bool(settings.DATABASES["default"].get("OPTIONS", {}).get("pool"))
 HANDOVER_LEASE_SECONDS = 10
 
@@ -138,9 +140,7 @@ def _hand_over_one(*, host: str) -> HandOver | None | bool:
     limits = safety.limits_from_settings()
     # The same decision the worker reads before any Docker call: kill switch, dry-run, pause,
     # budget, cooldown, backoff, breaker. A job that may not run never reaches the agent.
-    decision = job_decision(
-        job=job, alert=job.alert, row=Switch.objects.filter(pk=1).first(), now=timezone.now(), limits=limits
-    )
+    decision = job_decision(job=job, alert=job.alert, row=Switch.objects.current(), now=timezone.now(), limits=limits)
     if decision.verdict in ("skip", "delay"):
         job_settle(job=job, decision=decision, limits=limits)
         return True
@@ -285,8 +285,9 @@ def agent_job_start(*, host: str, job_id: int, claim: int) -> dict[str, Any]:
     return {"go": True, "probe": decision.probe}
 
 
-def agent_job_refuse(*, host: str, job_id: int, claim: int, detail: str) -> str:
-    """The agent's executor check refused the target (not opted in, Autoheal itself): not_allowed."""
+def agent_job_refuse(*, host: str, job_id: int, claim: int, detail: str, reason: str = "not_allowed") -> str:
+    """The agent's executor check refused the target: not_allowed (not opted in, Autoheal itself),
+    target_missing or ambiguous_target (no such container on the host, or several), as the worker's."""
     current = _owned(
         Job.objects.select_related("alert", "policy").filter(pk=job_id).first(), host=host, what="refuse", job_id=job_id
     )
@@ -295,7 +296,7 @@ def agent_job_refuse(*, host: str, job_id: int, claim: int, detail: str) -> str:
     if current.started_at is not None:
         raise Conflict(f"job {job_id} already started: report its outcome instead")
     outcome = job_settle(
-        job=current, decision=Decision("skip", "not_allowed", detail[:500]), limits=safety.limits_from_settings()
+        job=current, decision=Decision("skip", reason, detail[:500]), limits=safety.limits_from_settings()
     )
     return outcome.state
 

@@ -156,7 +156,7 @@ def _state_families(now: datetime) -> Iterator[Metric]:
         return family
 
     # Read the switch without creating it: a scrape must not write. No row means the defaults.
-    row = Switch.objects.filter(pk=1).first() or Switch()
+    row = Switch.objects.current_or_default()
     switch = switch_effective(now=now, row=row)
     yield gauge("autoheal_enabled", float(switch.enabled))
     yield gauge("autoheal_dry_run", float(switch.dry_run))

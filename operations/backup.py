@@ -39,6 +39,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.migrations.recorder import MigrationRecorder
 
 from audit.models import AuditEvent
+from autoheal_site.utc import iso_utc
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -392,7 +393,7 @@ def backup_create(
     manifest = {
         "format": FORMAT_VERSION,
         "autoheal_version": settings.VERSION,
-        "created_at": (now or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
+        "created_at": iso_utc(now or datetime.now(UTC)),
         "database": database,
         "mirror": mirror,
         "prometheus": prometheus,

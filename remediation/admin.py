@@ -14,12 +14,14 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
+from autoheal_site.admin_base import ReadOnlyAdmin
+from autoheal_site.text import visible
 from remediation.matchers import MatcherError
 from remediation.models import Alert, Job, Policy
 from remediation.payload import PayloadError
+from remediation.policies import policy_delete, policy_save
 from remediation.policy_review import policy_history, policy_try
 from remediation.policy_schema import FIELDS, PolicyError, policy_validate
-from remediation.services import policy_delete, policy_save
 from remediation.targets import TemplateError
 
 
@@ -149,32 +151,71 @@ class PolicyAdmin(admin.ModelAdmin):
             policy_delete(policy=policy, actor=request.user.get_username(), source="admin")
 
 
-class _ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(Alert)
-class AlertAdmin(_ReadOnlyAdmin):
+class AlertAdmin(ReadOnlyAdmin):
     """Incidents as received; changed only by intake and the workers."""
 
-    list_display = ["alertname", "fingerprint", "status", "starts_at", "deliveries", "last_received_at", "source"]
+    list_display = [
+        "shown_alertname",
+        "shown_fingerprint",
+        "status",
+        "starts_at",
+        "deliveries",
+        "last_received_at",
+        "source",
+    ]
     list_filter = ["status", "source"]
     search_fields = ["alertname", "fingerprint"]
     date_hierarchy = "received_at"
+    exclude = ["alertname", "fingerprint", "labels", "annotations", "generator_url"]
+    readonly_fields = [
+        "shown_alertname",
+        "shown_fingerprint",
+        "shown_labels",
+        "shown_annotations",
+        "shown_generator_url",
+    ]
+
+    @admin.display(description="alertname", ordering="alertname")
+    def shown_alertname(self, obj: Alert) -> str:
+        return visible(obj.alertname)
+
+    @admin.display(description="fingerprint", ordering="fingerprint")
+    def shown_fingerprint(self, obj: Alert) -> str:
+        return visible(obj.fingerprint)
+
+    @admin.display(description="labels")
+    def shown_labels(self, obj: Alert) -> str:
+        return visible(json.dumps(obj.labels, sort_keys=True, ensure_ascii=False))
+
+    @admin.display(description="annotations")
+    def shown_annotations(self, obj: Alert) -> str:
+        return visible(json.dumps(obj.annotations, sort_keys=True, ensure_ascii=False))
+
+    @admin.display(description="generator URL")
+    def shown_generator_url(self, obj: Alert) -> str:
+        return visible(obj.generator_url)
 
 
 @admin.register(Job)
-class JobAdmin(_ReadOnlyAdmin):
+class JobAdmin(ReadOnlyAdmin):
     """Remediation jobs; their life is the workers' business."""
 
-    list_display = ["id", "policy_name", "action", "target", "state", "attempt", "dry_run", "queued_at", "finished_at"]
+    list_display = [
+        "id",
+        "policy_name",
+        "action",
+        "shown_target",
+        "state",
+        "attempt",
+        "dry_run",
+        "queued_at",
+        "finished_at",
+    ]
     list_filter = ["state", "action", "dry_run"]
     search_fields = ["policy_name", "target"]
     list_select_related = ["alert"]
+
+    @admin.display(description="target", ordering="target")
+    def shown_target(self, obj: Job) -> str:
+        return visible(obj.target)

@@ -27,8 +27,10 @@ from typing import Literal
 
 Verdict = Literal["run", "dry_run", "skip", "delay"]
 
-# INTERFACE.md's vocabulary for action_skipped's data.reason.
-SKIP_REASONS = ("disabled", "paused", "cooldown", "budget", "circuit_open", "acked", "resolved", "not_allowed")
+# A policy's limits when it does not say (and once it is deleted, for the jobs it left behind).
+DEFAULT_COOLDOWN_SECONDS = 300
+DEFAULT_MAX_ACTIONS_PER_HOUR = 3
+DEFAULT_VERIFY_WITHIN_SECONDS = 300
 
 BUDGET_WINDOW = timedelta(hours=1)
 
@@ -68,8 +70,8 @@ class JobFacts:
     attempt: int = 1
     incident_resolved: bool = False
     incident_acked: bool = False
-    cooldown_seconds: int = 300
-    max_actions_per_hour: int = 3
+    cooldown_seconds: int = DEFAULT_COOLDOWN_SECONDS
+    max_actions_per_hour: int = DEFAULT_MAX_ACTIONS_PER_HOUR
 
 
 @dataclass(frozen=True)

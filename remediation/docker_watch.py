@@ -3,7 +3,7 @@
 ``health_status: unhealthy`` of a container labelled ``autoheal.enable=true`` is turned into an
 Alertmanager-v4-shaped payload (alertname ``ContainerUnhealthy``, labels container / instance /
 severity, a fingerprint derived from the labels, startsAt = the event's time) and handed to
-``remediation.services.alert_ingest`` with ``source="docker"``: the same dedupe, policies, guards,
+``remediation.intake.alert_ingest`` with ``source="docker"``: the same dedupe, policies, guards,
 audit and verification as an alert from Alertmanager. ``health_status: healthy`` resolves it.
 
 While an incident is open, a new "unhealthy" (after a restart, health goes starting -> unhealthy
@@ -22,9 +22,10 @@ from typing import Any
 
 from django.db import close_old_connections
 
+from autoheal_site.utc import iso_utc
 from remediation.executors.docker import OPT_IN_LABEL
+from remediation.intake import alert_ingest
 from remediation.models import Alert
-from remediation.services import alert_ingest
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +47,6 @@ def fingerprint(labels: Mapping[str, str]) -> str:
     return f"{value:016x}"
 
 
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def alert_labels(*, container: str, instance: str, host: str = "") -> dict[str, str]:
     labels = {"alertname": ALERTNAME, "container": container, "instance": instance, "severity": SEVERITY}
     if host:
@@ -66,8 +63,8 @@ def payload_for(
         "status": status,
         "labels": labels,
         "annotations": {"summary": f"container {labels['container']} is unhealthy (Docker health check)"},
-        "startsAt": rfc3339(starts_at),
-        "endsAt": rfc3339(ends_at) if ends_at else UNSET_END,
+        "startsAt": iso_utc(starts_at),
+        "endsAt": iso_utc(ends_at) if ends_at else UNSET_END,
         "generatorURL": "",
         "fingerprint": fingerprint(labels),
     }

@@ -5,6 +5,9 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from autoheal_site.text import visible
+from remediation.decisions import DEFAULT_COOLDOWN_SECONDS, DEFAULT_MAX_ACTIONS_PER_HOUR, DEFAULT_VERIFY_WITHIN_SECONDS
+
 
 class Action(models.TextChoices):
     RESTART_CONTAINER = "restart_container", "restart container"
@@ -39,10 +42,10 @@ class Policy(models.Model):
     # Empty: the host is found by the container's name in the agents' inventories.
     host = models.CharField(max_length=255, default="", blank=True)
     params = models.JSONField(default=dict, blank=True)
-    cooldown_seconds = models.PositiveIntegerField(default=300)
-    max_actions_per_hour = models.PositiveIntegerField(default=3)
+    cooldown_seconds = models.PositiveIntegerField(default=DEFAULT_COOLDOWN_SECONDS)
+    max_actions_per_hour = models.PositiveIntegerField(default=DEFAULT_MAX_ACTIONS_PER_HOUR)
     dry_run = models.BooleanField(default=False, help_text="Canary mode: record what would happen, do nothing.")
-    verify_within_seconds = models.PositiveIntegerField(default=300)
+    verify_within_seconds = models.PositiveIntegerField(default=DEFAULT_VERIFY_WITHIN_SECONDS)
     priority = models.IntegerField(default=100, help_text="Lower runs first when several policies match.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -91,7 +94,7 @@ class Alert(models.Model):
         indexes = [models.Index(fields=["status", "received_at"], name="alert_status_recv")]
 
     def __str__(self) -> str:
-        return f"{self.alertname} {self.fingerprint} @ {self.starts_at:%Y-%m-%dT%H:%M:%SZ}"
+        return visible(f"{self.alertname} {self.fingerprint} @ {self.starts_at:%Y-%m-%dT%H:%M:%SZ}")
 
 
 class Job(models.Model):
@@ -151,14 +154,38 @@ class Job(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"job {self.pk} {self.action} {self.target} ({self.state})"
+        return visible(f"job {self.pk} {self.action} {self.target} ({self.state})")
+
+
+class SwitchManager(models.Manager["Switch"]):
+    """The one place that knows the switch is a single row: read it, lock it, or filter on it."""
+
+    def singleton(self) -> models.QuerySet[Switch]:
+        """The single row as a queryset (for conditional updates and exists checks)."""
+        return self.filter(pk=Switch.SINGLETON_PK)
+
+    def current(self) -> Switch | None:
+        """The row, or None while nobody has changed anything (the defaults apply)."""
+        return self.singleton().first()
+
+    def current_or_default(self) -> Switch:
+        """The row, or an unsaved row holding the defaults."""
+        return self.current() or Switch(pk=Switch.SINGLETON_PK)
+
+    def locked(self) -> Switch:
+        """The row under a row lock (created first if needed): call inside a transaction."""
+        self.get_or_create(pk=Switch.SINGLETON_PK)
+        return self.select_for_update().get(pk=Switch.SINGLETON_PK)
 
 
 class Switch(models.Model):
-    """The runtime kill switch, pause and circuit breaker: one row (pk=1).
+    """The runtime kill switch, pause and circuit breaker: one row (``SINGLETON_PK``).
 
-    The environment floors (AUTOHEAL_ENABLED, AUTOHEAL_DRY_RUN) can never be loosened by it.
+    The environment floors (AUTOHEAL_ENABLED, AUTOHEAL_DRY_RUN) can never be loosened by it. Read
+    and lock it through ``Switch.objects`` (:class:`SwitchManager`), never by its pk.
     """
+
+    SINGLETON_PK = 1
 
     enabled = models.BooleanField(default=True)
     dry_run = models.BooleanField(default=False)
@@ -172,6 +199,8 @@ class Switch(models.Model):
     circuit_reset_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
     updated_by = models.CharField(max_length=150, blank=True, default="")
+
+    objects = SwitchManager()
 
     def __str__(self) -> str:
         return "runtime switch"

@@ -3,6 +3,12 @@
 Strict where a wrong value would change what Autoheal does (version, status, labels, times,
 fingerprint) and lenient about what it only records (receiver, groupKey, annotations' presence).
 Every error names the field as a path, e.g. ``alerts[2].startsAt: not an RFC 3339 time``.
+
+Any string Alertmanager can send is accepted. What a database cannot hold is replaced by U+FFFD
+before anything is stored or matched: U+0000 (PostgreSQL refuses it in text and jsonb) and lone
+surrogates such as an escaped ``\\ud800`` (not encodable as UTF-8, for any database). The paths of
+the fields that were changed travel with the alert (``IncomingAlert.sanitized``) and are recorded
+on its ``alert_received`` event, so matching, target rendering and the audit all see one value.
 """
 
 from __future__ import annotations
@@ -18,6 +24,27 @@ _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
 )
 MAX_FINGERPRINT = 64
+REPLACEMENT = "\ufffd"
+# U+0000 and the surrogate range: what no database column (and no UTF-8 encoder) can hold.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """``text`` with U+0000 and lone surrogates replaced by U+FFFD; every other character kept."""
+    return _UNSTORABLE.sub(REPLACEMENT, text)
+
+
+class _Sanitized:
+    """Collects the paths of the fields whose value had to be made storable."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    def text(self, value: str, field: str) -> str:
+        clean = storable(value)
+        if clean != value:
+            self.paths.append(storable(field))
+        return clean
 
 
 class PayloadError(ValueError):
@@ -40,6 +67,8 @@ class IncomingAlert:
     ends_at: datetime | None
     generator_url: str
     fingerprint: str
+    # Paths of the fields whose stored value differs from the delivery (see ``storable``).
+    sanitized: tuple[str, ...] = ()
 
     @property
     def alertname(self) -> str:
@@ -60,6 +89,8 @@ class Delivery:
     group_key: str
     truncated_alerts: int
     alerts: tuple[IncomingAlert, ...]
+    # Paths of the delivery-level fields (receiver, groupKey) that had to be made storable.
+    sanitized: tuple[str, ...] = ()
 
 
 def parse_rfc3339(text: str) -> datetime | None:
@@ -89,13 +120,19 @@ def parse_rfc3339(text: str) -> datetime | None:
     return value - offset
 
 
-def _string_map(value: Any, field: str) -> dict[str, str]:
+def _string_map(value: Any, field: str, clean: _Sanitized) -> dict[str, str]:
     if not isinstance(value, dict):
         raise PayloadError(field, "must be an object of strings")
+    result: dict[str, str] = {}
     for key, item in value.items():
+        where = f"{field}.{storable(key)}"
         if not isinstance(item, str):
-            raise PayloadError(f"{field}.{key}", f"must be a string, not {_json_type(item)}")
-    return dict(value)
+            raise PayloadError(where, f"must be a string, not {_json_type(item)}")
+        name = clean.text(key, f"{field}.{key}")
+        if name in result:
+            raise PayloadError(where, "is the same name as another one once U+0000 is replaced by U+FFFD")
+        result[name] = clean.text(item, f"{field}.{key}")
+    return result
 
 
 def _json_type(value: Any) -> str:
@@ -112,13 +149,13 @@ def _json_type(value: Any) -> str:
     return "a string"
 
 
-def _optional_string(data: dict[str, Any], key: str, field: str) -> str:
+def _optional_string(data: dict[str, Any], key: str, field: str, clean: _Sanitized) -> str:
     value = data.get(key, "")
     if value is None:
         return ""
     if not isinstance(value, str):
         raise PayloadError(field, f"must be a string, not {_json_type(value)}")
-    return value
+    return clean.text(value, field)
 
 
 def _time(data: dict[str, Any], key: str, field: str, *, required: bool) -> datetime | None:
@@ -147,8 +184,9 @@ def _alert(data: Any, index: int) -> IncomingAlert:
         raise PayloadError(f"{where}.status", "must be firing or resolved")
     if "labels" not in data:
         raise PayloadError(f"{where}.labels", "is missing")
-    labels = _string_map(data["labels"], f"{where}.labels")
-    annotations = _string_map(data.get("annotations") or {}, f"{where}.annotations")
+    clean = _Sanitized()
+    labels = _string_map(data["labels"], f"{where}.labels", clean)
+    annotations = _string_map(data.get("annotations") or {}, f"{where}.annotations", clean)
     starts_at = _time(data, "startsAt", f"{where}.startsAt", required=True)
     assert starts_at is not None
     ends_at = _time(data, "endsAt", f"{where}.endsAt", required=False)
@@ -157,14 +195,17 @@ def _alert(data: Any, index: int) -> IncomingAlert:
         raise PayloadError(f"{where}.fingerprint", "must be a non-empty string")
     if len(fingerprint) > MAX_FINGERPRINT:
         raise PayloadError(f"{where}.fingerprint", f"is longer than {MAX_FINGERPRINT} characters")
+    fingerprint = clean.text(fingerprint, f"{where}.fingerprint")
+    generator_url = _optional_string(data, "generatorURL", f"{where}.generatorURL", clean)
     return IncomingAlert(
         status=status,
         labels=labels,
         annotations=annotations,
         starts_at=starts_at,
         ends_at=ends_at,
-        generator_url=_optional_string(data, "generatorURL", f"{where}.generatorURL"),
+        generator_url=generator_url,
         fingerprint=fingerprint,
+        sanitized=tuple(clean.paths),
     )
 
 
@@ -188,10 +229,12 @@ def parse_delivery(data: Any) -> Delivery:
         truncated = 0
     if isinstance(truncated, bool) or not isinstance(truncated, int) or truncated < 0:
         raise PayloadError("truncatedAlerts", "must be a whole number, 0 or more")
+    clean = _Sanitized()
     return Delivery(
-        receiver=_optional_string(data, "receiver", "receiver"),
+        receiver=_optional_string(data, "receiver", "receiver", clean),
         status=status,
-        group_key=_optional_string(data, "groupKey", "groupKey"),
+        group_key=_optional_string(data, "groupKey", "groupKey", clean),
         truncated_alerts=truncated,
         alerts=tuple(_alert(item, index) for index, item in enumerate(alerts)),
+        sanitized=tuple(clean.paths),
     )

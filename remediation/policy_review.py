@@ -1,8 +1,9 @@
 """Looking at one policy in the admin: a trial run of a payload, and the policy's change history.
 
 Both only read. The trial is the simulator (``payload_simulate``, the code behind
-``manage.py autoheal_simulate``) plus, for the policy under review, whether it matches each alert,
-so a policy that is disabled or outranked still says what it would have done.
+``manage.py autoheal_simulate``) plus, for the policy under review, intake's own planner run on
+that policy alone (as if enabled), so a policy that is disabled or outranked still says what it
+would have done, with the same matching, target rendering and limits as ingest.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from datetime import datetime
 from typing import Any
 
 from audit.models import AuditEvent
-from remediation.matchers import matches_all, parse_matchers
 from remediation.models import Policy
 from remediation.payload import parse_delivery
+from remediation.planning import plan_alert
+from remediation.policies import policy_rule
 from remediation.simulation import Outcome, payload_simulate
-from remediation.targets import MissingLabel, compile_template
 
 # A policy page shows this many of its newest changes.
 HISTORY_SHOWN = 50
@@ -56,18 +57,13 @@ def policy_try(*, policy: Policy, payload: Mapping[str, Any], check: bool = True
     """
     outcomes = payload_simulate(payload=payload, check=check)
     delivery = parse_delivery(payload)
-    matchers = parse_matchers(policy.matchers)
-    template = compile_template(policy.target)
+    rule = policy_rule(policy, enabled=True)
     fits = []
     for alert in delivery.alerts:
-        matches = matches_all(matchers, alert.labels)
-        target, problem = "", ""
-        if matches:
-            try:
-                target = template.render(alert.labels)
-            except MissingLabel as exc:
-                problem = str(exc)
-        fits.append(AlertFit(alert.alertname, alert.fingerprint, matches, target, problem))
+        planned = plan_alert(alert.labels, [rule])
+        target = planned[0].target if planned else ""
+        problem = planned[0].error if planned else ""
+        fits.append(AlertFit(alert.alertname, alert.fingerprint, bool(planned), target, problem))
     return PolicyTrial(outcomes=outcomes, fits=fits, policy_enabled=policy.enabled)
 
 

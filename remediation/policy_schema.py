@@ -1,4 +1,4 @@
-"""A policy as data: defaults, field checks and the YAML shape of INTERFACE.md. Pure.
+"""A policy as data: defaults, field checks and the YAML shape of docs/interface.md. Pure.
 
 ``policy_validate`` is the one place that says what a valid policy is; the admin form, the YAML
 import and the services all go through it, so a policy that passes one passes all.
@@ -12,11 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from remediation.decisions import DEFAULT_COOLDOWN_SECONDS, DEFAULT_MAX_ACTIONS_PER_HOUR, DEFAULT_VERIFY_WITHIN_SECONDS
 from remediation.matchers import MatcherError, parse_matchers
 from remediation.models import DOCKER_ACTIONS, Action
 from remediation.targets import TemplateError, compile_template
 
-# Field order of INTERFACE.md; export writes them in this order.
+# Field order of docs/interface.md; export writes them in this order.
 DEFAULTS: dict[str, Any] = {
     "name": None,
     "enabled": True,
@@ -26,10 +27,10 @@ DEFAULTS: dict[str, Any] = {
     "target": "{{ labels.container }}",
     "host": "",
     "params": {},
-    "cooldown_seconds": 300,
-    "max_actions_per_hour": 3,
+    "cooldown_seconds": DEFAULT_COOLDOWN_SECONDS,
+    "max_actions_per_hour": DEFAULT_MAX_ACTIONS_PER_HOUR,
     "dry_run": False,
-    "verify_within_seconds": 300,
+    "verify_within_seconds": DEFAULT_VERIFY_WITHIN_SECONDS,
     "priority": 100,
 }
 FIELDS = tuple(DEFAULTS)

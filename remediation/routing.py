@@ -1,6 +1,6 @@
 """Which policies an alert matches, in which order, against which target. Pure.
 
-Policies come in as plain ``PolicyRule`` values (built from rows by ``remediation.services`` or from
+Policies come in as plain ``PolicyRule`` values (built from rows by ``remediation.policies`` or from
 YAML by the simulator), so the same routing serves the webhook, the Docker watcher, the simulator
 and the tests.
 """

@@ -56,8 +56,7 @@ def limits_from_settings() -> Limits:
 
 def switch_locked() -> Switch:
     """The switch row, locked for this transaction (created with safe defaults if missing)."""
-    Switch.objects.get_or_create(pk=1)
-    return Switch.objects.select_for_update().get(pk=1)
+    return Switch.objects.locked()
 
 
 def _snapshot(row: Switch) -> dict[str, Any]:
@@ -148,7 +147,7 @@ def switch_set(
         if close_circuit:
             changed = circuit_close(actor=actor, reason=reason or "closed with the switch", now=now) or changed
         return SwitchResult(
-            effective=switch_effective(now=now, row=Switch.objects.get(pk=1)), changed=changed, notes=notes
+            effective=switch_effective(now=now, row=Switch.objects.current_or_default()), changed=changed, notes=notes
         )
 
 
@@ -169,7 +168,7 @@ def _describe(before: dict[str, Any], after: dict[str, Any]) -> str:
 def pause_expire(*, now: datetime | None = None) -> bool:
     """End a pause whose time is up (audited as a switch change by Autoheal itself)."""
     now = now or timezone.now()
-    if not Switch.objects.filter(pk=1, paused_until__lte=now).exists():
+    if not Switch.objects.singleton().filter(paused_until__lte=now).exists():
         return False
     with transaction.atomic():
         row = switch_locked()
@@ -238,7 +237,11 @@ def circuit_half_open(*, now: datetime | None = None, cooloff_seconds: int | Non
     now = now or timezone.now()
     cooloff = settings.AUTOHEAL_CIRCUIT_COOLOFF_SECONDS if cooloff_seconds is None else cooloff_seconds
     due = now - timedelta(seconds=cooloff)
-    if not Switch.objects.filter(pk=1, circuit_open=True, circuit_half_open=False, circuit_opened_at__lte=due).exists():
+    if (
+        not Switch.objects.singleton()
+        .filter(circuit_open=True, circuit_half_open=False, circuit_opened_at__lte=due)
+        .exists()
+    ):
         return False
     with transaction.atomic():
         row = switch_locked()

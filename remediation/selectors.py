@@ -8,6 +8,7 @@ from datetime import datetime
 from django.conf import settings
 from django.utils import timezone
 
+from autoheal_site.utc import iso_utc
 from remediation.models import Job, Switch
 
 
@@ -35,7 +36,7 @@ def switch_row() -> Switch:
     Reading never writes: GET /, /metrics and the simulator must leave the database as it was.
     The safety services create the row when they change it.
     """
-    return Switch.objects.filter(pk=1).first() or Switch(pk=1)
+    return Switch.objects.current_or_default()
 
 
 def switch_effective(*, now: datetime | None = None, row: Switch | None = None) -> EffectiveSwitch:
@@ -73,14 +74,8 @@ def health_status() -> dict[str, object]:
         "version": settings.VERSION,
         "enabled": switch.enabled,
         "dry_run": switch.dry_run,
-        "paused_until": _iso(switch.paused_until),
+        "paused_until": iso_utc(switch.paused_until),
         "circuit": "open" if switch.circuit_open else "closed",
         "queue_depth": queue_depth(),
-        "last_event_at": _iso(last),
+        "last_event_at": iso_utc(last),
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(timezone.get_fixed_timezone(0)).isoformat().replace("+00:00", "Z")

@@ -1,8 +1,10 @@
 """What a payload would do today, touching nothing: routing plus every guard, read-only.
 
-Used by ``manage.py autoheal_simulate``. It reads policies, incidents, the switch and the action
-history; it writes no row and no audit event, and the executors' ``check`` it runs only reads (a
-Docker inspect, a DNS lookup, rendering a command line).
+Used by ``manage.py autoheal_simulate`` and the admin's "try this policy". The routing is intake's
+own planner (:mod:`remediation.planning`), so ``queued`` says exactly whether ingest would queue a
+job. It reads policies, incidents, the switch and the action history; it writes no row and no
+audit event, and the executors' ``check`` it runs only reads (a Docker inspect, a DNS lookup,
+rendering a command line). When the target cannot be checked (Docker does not answer) it says so.
 """
 
 from __future__ import annotations
@@ -15,18 +17,22 @@ from typing import Any
 from django.utils import timezone
 
 from remediation import safety
-from remediation.decisions import HistoryFacts, JobFacts, job_decide
+from remediation.decisions import Decision, HistoryFacts, JobFacts, Limits, job_decide
 from remediation.execution.facts import circuit_counts, switch_facts, target_history
 from remediation.executors import JobSpec, NotAllowed, executor_for
 from remediation.models import DESTRUCTIVE_ACTIONS, Alert, Policy, Switch
-from remediation.payload import parse_delivery
-from remediation.routing import route_alert
-from remediation.services import policy_rules
+from remediation.payload import IncomingAlert, PayloadError, parse_delivery
+from remediation.planning import PlannedAction, plan_alert, policy_limits
+from remediation.policies import policy_rules
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """One line of the simulation: an alert, a policy (or none), what would happen and why."""
+    """One line of the simulation: an alert, a policy (or none), what would happen and why.
+
+    ``queued`` is whether ingest would queue a job for this line (the guards then decide at run
+    time, which ``verdict`` predicts).
+    """
 
     alertname: str
     fingerprint: str
@@ -37,26 +43,51 @@ class Outcome:
     verdict: str  # run | dry_run | skip | delay | duplicate | resolve | no_policy
     reason: str
     message: str
+    queued: bool = False
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def payload_simulate(*, payload: Mapping[str, Any], now: datetime | None = None, check: bool = True) -> list[Outcome]:
-    """Run a webhook v4 payload through routing and the guards as they stand now.
+@dataclass(frozen=True)
+class _World:
+    """What the guards read, read once per simulation."""
 
-    Raises PayloadError for a body that is not a valid payload.
+    now: datetime
+    row: Switch | None
+    limits: Limits
+    circuit_actions: int
+    circuit_failures: int
+    policies: dict[int, Policy]
+
+
+def payload_simulate(*, payload: Mapping[str, Any], now: datetime | None = None, check: bool = True) -> list[Outcome]:
+    """Run a webhook v4 payload through intake's planner and the guards as they stand now.
+
+    Raises PayloadError for a body that is not a valid payload (the same that ingest refuses).
     """
     now = now or timezone.now()
     delivery = parse_delivery(payload)
+    seen: dict[tuple[str, datetime], int] = {}
+    for index, alert in enumerate(delivery.alerts):
+        if alert.key in seen:
+            raise PayloadError(f"alerts[{index}]", f"repeats alerts[{seen[alert.key]}] (same fingerprint and startsAt)")
+        seen[alert.key] = index
     rules = policy_rules()
-    policies = {p.pk: p for p in Policy.objects.filter(pk__in=[r.policy_id for r in rules if r.policy_id])}
-    row = Switch.objects.filter(pk=1).first()
+    row = Switch.objects.current()
     limits = safety.limits_from_settings()
     actions, failures = circuit_counts(row=row, now=now, limits=limits)
+    world = _World(
+        now=now,
+        row=row,
+        limits=limits,
+        circuit_actions=actions,
+        circuit_failures=failures,
+        policies={p.pk: p for p in Policy.objects.filter(pk__in=[r.policy_id for r in rules if r.policy_id])},
+    )
     outcomes: list[Outcome] = []
     for alert in delivery.alerts:
-        base = {"alertname": alert.alertname, "fingerprint": alert.fingerprint, "status": alert.status}
+        base: dict[str, Any] = {"alertname": alert.alertname, "fingerprint": alert.fingerprint, "status": alert.status}
         existing = Alert.objects.filter(fingerprint=alert.fingerprint, starts_at=alert.starts_at).first()
         if alert.status == Alert.Status.RESOLVED:
             message = "closes the open incident" if existing and existing.status == "firing" else "nothing is open"
@@ -65,20 +96,15 @@ def payload_simulate(*, payload: Mapping[str, Any], now: datetime | None = None,
             )
             continue
         if existing is not None:
+            message = f"incident {existing.pk} ({existing.status}) already exists: no new job"
             outcomes.append(
                 Outcome(
-                    **base,
-                    policy="",
-                    action="",
-                    target="",
-                    verdict="duplicate",
-                    reason="duplicate",
-                    message=f"incident {existing.pk} ({existing.status}) already exists: no new job",
+                    **base, policy="", action="", target="", verdict="duplicate", reason="duplicate", message=message
                 )
             )
             continue
-        routes = route_alert(alert.labels, rules)
-        if not routes:
+        planned = plan_alert(alert.labels, rules)
+        if not planned:
             outcomes.append(
                 Outcome(
                     **base,
@@ -91,55 +117,49 @@ def payload_simulate(*, payload: Mapping[str, Any], now: datetime | None = None,
                 )
             )
             continue
-        for route in routes:
-            rule = route.rule
-            if route.target is None:
-                outcomes.append(
-                    Outcome(
-                        **base,
-                        policy=rule.name,
-                        action=rule.action,
-                        target="",
-                        verdict="skip",
-                        reason="not_allowed",
-                        message=route.error,
-                    )
-                )
-                continue
-            policy = policies.get(rule.policy_id or -1)
-            job = JobFacts(
-                destructive=rule.action in DESTRUCTIVE_ACTIONS,
-                policy_dry_run=rule.dry_run,
-                cooldown_seconds=policy.cooldown_seconds if policy else 300,
-                max_actions_per_hour=policy.max_actions_per_hour if policy else 3,
-            )
-            history = HistoryFacts(
-                target_actions=target_history(target=route.target, now=now),
-                circuit_actions=actions,
-                circuit_failures=failures,
-            )
-            decision = job_decide(job=job, switch=switch_facts(row), history=history, limits=limits, now=now)
-            verdict, reason, message = decision.verdict, decision.reason, decision.message
-            if check and verdict in ("run", "dry_run"):
-                try:
-                    executor_for(rule.action).check(
-                        JobSpec(action=rule.action, target=route.target, params=dict(rule.params), labels=alert.labels)
-                    )
-                except NotAllowed as exc:
-                    verdict, reason, message = "skip", "not_allowed", str(exc)
-                except Exception as exc:
-                    message = f"{message} (the target could not be checked now: {type(exc).__name__})".strip()
-            if verdict == "run" and not message:
-                message = f"would {rule.action} {route.target}"
-            outcomes.append(
-                Outcome(
-                    **base,
-                    policy=rule.name,
-                    action=rule.action,
-                    target=route.target,
-                    verdict=verdict,
-                    reason=reason,
-                    message=message,
-                )
-            )
+        outcomes.extend(_outcome(base, alert, action, world, check=check) for action in planned)
     return outcomes
+
+
+def _outcome(
+    base: dict[str, Any], alert: IncomingAlert, planned: PlannedAction, world: _World, *, check: bool
+) -> Outcome:
+    rule = planned.rule
+    line: dict[str, Any] = {**base, "policy": rule.name, "action": rule.action, "target": planned.target}
+    if not planned.queues:
+        return Outcome(**line, verdict="skip", reason=planned.skip_reason, message=planned.error)
+    cooldown_seconds, max_actions_per_hour = policy_limits(world.policies.get(rule.policy_id or -1))
+    job = JobFacts(
+        destructive=rule.action in DESTRUCTIVE_ACTIONS,
+        policy_dry_run=rule.dry_run,
+        cooldown_seconds=cooldown_seconds,
+        max_actions_per_hour=max_actions_per_hour,
+    )
+    history = HistoryFacts(
+        target_actions=target_history(target=planned.target, now=world.now),
+        circuit_actions=world.circuit_actions,
+        circuit_failures=world.circuit_failures,
+    )
+    decision = job_decide(job=job, switch=switch_facts(world.row), history=history, limits=world.limits, now=world.now)
+    if check and decision.verdict in ("run", "dry_run"):
+        decision = _checked(decision, alert, planned)
+    message = decision.message
+    if decision.verdict == "run" and not message:
+        message = f"would {rule.action} {planned.target}"
+    return Outcome(**line, verdict=decision.verdict, reason=decision.reason, message=message, queued=True)
+
+
+def _checked(decision: Decision, alert: IncomingAlert, planned: PlannedAction) -> Decision:
+    """The executor's read-only check: a missing, ambiguous or refused target turns it into a skip."""
+    rule = planned.rule
+    try:
+        executor_for(rule.action).check(
+            JobSpec(action=rule.action, target=planned.target, params=dict(rule.params), labels=alert.labels)
+        )
+    except NotAllowed as exc:
+        return Decision("skip", exc.reason, str(exc))
+    except Exception as exc:
+        # Docker (or DNS) did not answer: the verdict stands, and the output says it is unchecked.
+        note = f"could not check the target now ({type(exc).__name__}): it may not exist"
+        return Decision(decision.verdict, decision.reason, f"{decision.message}; {note}" if decision.message else note)
+    return decision

@@ -3,7 +3,8 @@
 A plain Django view (no DRF) so the hot path stays small. It answers only after the delivery is
 committed, and never runs a remediation itself: the workers pick the queued jobs up. Alertmanager
 retries 5xx answers only, so a database outage is a 503 (retried, nothing lost) and a bad body a
-400 (not retried, it would never get better).
+400 (not retried, it would never get better). A value the database refuses is such a bad body,
+not an outage: ``remediation.dberrors`` tells the two apart.
 
 What a rejected request leaves behind: a 401 adds no row anywhere (it only moves the counter
 ``autoheal_webhook_requests_total{code="401"}`` and is logged without the token), so an
@@ -27,8 +28,9 @@ from django.views.decorators.csrf import csrf_exempt
 
 from audit import metrics
 from audit.services import audit_record
+from remediation.dberrors import DatabaseFault, database_fault, database_problem
+from remediation.intake import alert_ingest
 from remediation.payload import PayloadError
-from remediation.services import alert_ingest
 
 logger = logging.getLogger(__name__)
 
@@ -128,12 +130,27 @@ def _handle(request: HttpRequest) -> JsonResponse:
         result = alert_ingest(payload=payload, source="alertmanager", actor="alertmanager")
     except PayloadError as exc:
         return _reject(request, 400, str(exc), {"field": exc.field, "bytes": len(body)})
-    except (DatabaseError, InterfaceError):
+    except (DatabaseError, InterfaceError) as exc:
+        fault = database_fault(exc)
+        if fault is DatabaseFault.DATA:
+            # This body fails the same way every time: a 400 (not retried), never a retry loop.
+            logger.warning("POST /alert: the database refused the delivery's data: %s", database_problem(exc))
+            field = _refused_field(payload)
+            reason = f"{field}: the database refused a value of this delivery: {database_problem(exc)}"
+            return _reject(request, 400, reason, {"field": field, "bytes": len(body)})
+        if fault is DatabaseFault.DEFECT:
+            raise
         logger.exception("POST /alert: database unavailable; Alertmanager will retry")
         # Drop a broken connection now so the next request (Alertmanager's retry) reconnects.
         connection.close_if_unusable_or_obsolete()
         return _answer(503, {"error": "database unavailable"}, Retry_After="5")
     return _answer(202, result.as_dict())
+
+
+def _refused_field(payload: Any) -> str:
+    """The alert a refused delivery names: its only alert, or the list when it holds several."""
+    alerts = payload.get("alerts") if isinstance(payload, dict) else None
+    return "alerts[0]" if isinstance(alerts, list) and len(alerts) == 1 else "alerts"
 
 
 @csrf_exempt

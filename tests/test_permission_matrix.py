@@ -1,4 +1,4 @@
-"""Who may call what (INTERFACE.md, HTTP): every route x method x kind of caller, and the headers.
+"""Who may call what (docs/interface.md, HTTP): every route x method x kind of caller, and the headers.
 
 ``MATRIX`` is the table. ``test_every_route_is_in_the_matrix`` reads the URLconf and fails when a
 route exists that the table does not cover, so a new endpoint cannot ship without deciding who

@@ -97,7 +97,7 @@ def oidc_provider() -> Iterator[Provider]:
 @pytest.fixture
 def oidc_settings(settings: Any, oidc_provider: Provider) -> Any:
     """Autoheal configured against the test provider: browser login and API tokens."""
-    from accounts import oidc, tokens
+    from accounts import provider, tokens
 
     settings.OIDC_RP_CLIENT_ID = "autoheal-web"
     settings.OIDC_RP_CLIENT_SECRET = "autoheal-web-secret"
@@ -110,7 +110,7 @@ def oidc_settings(settings: Any, oidc_provider: Provider) -> Any:
     ]
     settings.AUTOHEAL_LOCAL_LOGIN = False
     tokens.forget_keys()
-    oidc._discovery.clear()
+    provider._discovery.clear()
     return settings
 
 

@@ -22,9 +22,9 @@ from fleet.models import Agent, AgentReport, AgentToken
 from fleet.placement import place
 from fleet.tokens import agent_token_create, token_hash
 from remediation.execution.leases import job_claim, leases_expire
+from remediation.intake import alert_ingest
 from remediation.models import Job
 from remediation.policy_schema import PolicyError, policy_validate
-from remediation.services import alert_ingest
 from remediation.tests.exec_helpers import make_alert, make_job, make_policy
 
 pytestmark = pytest.mark.django_db

@@ -15,6 +15,7 @@ from django.conf import settings
 from remediation.decisions import Decision, HistoryFacts, JobFacts, Limits, SwitchFacts, job_decide
 from remediation.executors import JobSpec
 from remediation.models import DESTRUCTIVE_ACTIONS, Alert, Job, Switch
+from remediation.planning import policy_limits
 
 # States of a job whose action really started (dry runs and skips never get here).
 ACTED_STATES = (Job.State.RUNNING, Job.State.OK, Job.State.FAIL, Job.State.UNKNOWN)
@@ -78,21 +79,26 @@ def circuit_counts(*, row: Switch | None, now: datetime, limits: Limits) -> tupl
         since = row.circuit_reset_at
     destructive = Job.objects.filter(action__in=DESTRUCTIVE_ACTIONS)
     actions = destructive.filter(started_at__gte=since, state__in=ACTED_STATES).count()
-    failures = destructive.filter(finished_at__gte=since, state__in=(Job.State.FAIL, Job.State.UNKNOWN)).count()
+    # Only failures of actions that ran: a target Docker could not be asked about is no evidence
+    # that remediation is doing harm.
+    failures = destructive.filter(
+        finished_at__gte=since, state__in=(Job.State.FAIL, Job.State.UNKNOWN), started_at__isnull=False
+    ).count()
     return actions, failures
 
 
 def job_facts(job: Job, alert: Alert) -> JobFacts:
     """The job, its policy's current limits (or the defaults if the policy is gone), its incident."""
     policy = job.policy
+    cooldown_seconds, max_actions_per_hour = policy_limits(policy)
     return JobFacts(
         destructive=is_destructive(job.action),
         policy_dry_run=job.dry_run or bool(policy and policy.dry_run),
         attempt=job.attempt,
         incident_resolved=alert.status == Alert.Status.RESOLVED,
         incident_acked=alert.acked_at is not None,
-        cooldown_seconds=policy.cooldown_seconds if policy else 300,
-        max_actions_per_hour=policy.max_actions_per_hour if policy else 3,
+        cooldown_seconds=cooldown_seconds,
+        max_actions_per_hour=max_actions_per_hour,
     )
 
 

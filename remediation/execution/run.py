@@ -21,7 +21,7 @@ from remediation.decisions import Decision, Limits
 from remediation.execution.facts import audit_base, host_data, is_destructive, job_decision, job_spec
 from remediation.execution.leases import Heartbeat
 from remediation.execution.outcome import RunOutcome, job_finish, job_settle, trip_if_over
-from remediation.executors import DEFAULT_TIMEOUT, ExecResult, NotAllowed, executor_for, timeout_for
+from remediation.executors import DEFAULT_TIMEOUT, ExecResult, NotAllowed, TargetMissing, executor_for, timeout_for
 from remediation.models import Job, Switch
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def job_run(*, job: Job, worker: str, limits: Limits | None = None) -> RunOutcom
     limits = limits or safety.limits_from_settings()
     now = timezone.now()
     # First pass without locks, so a disabled or resolved job never causes a Docker call.
-    decision = job_decision(job=job, alert=job.alert, row=Switch.objects.filter(pk=1).first(), now=now, limits=limits)
+    decision = job_decision(job=job, alert=job.alert, row=Switch.objects.current(), now=now, limits=limits)
     if decision.verdict in ("skip", "delay"):
         return job_settle(job=job, decision=decision, limits=limits)
     spec = job_spec(job)
@@ -41,7 +41,7 @@ def job_run(*, job: Job, worker: str, limits: Limits | None = None) -> RunOutcom
         executor.check(spec)
         timeout = timeout_for(spec, default=getattr(executor, "DEFAULT_TIMEOUT", DEFAULT_TIMEOUT))
     except NotAllowed as exc:
-        return job_settle(job=job, decision=Decision("skip", "not_allowed", str(exc)), limits=limits)
+        return job_settle(job=job, decision=Decision("skip", exc.reason, str(exc)), limits=limits)
     except Exception as exc:
         logger.warning("job %s: check failed: %s", job.pk, type(exc).__name__)
         return job_finish(
@@ -82,6 +82,10 @@ def job_run(*, job: Job, worker: str, limits: Limits | None = None) -> RunOutcom
     started = time.monotonic()
     try:
         result = executor.execute(spec, timeout=timeout)
+    except TargetMissing as exc:
+        # The target vanished after the check: nothing ran, so a skip (SKIPPED is not counted).
+        heartbeat.stop()
+        return job_settle(job=job, decision=Decision("skip", exc.reason, str(exc)), limits=limits)
     except NotAllowed as exc:
         result = ExecResult(ok=False, detail=f"refused at execution time: {exc}")
     except Exception as exc:

@@ -4,7 +4,7 @@ Each executor module offers two functions:
 
 - ``check(spec) -> None``: read-only; raises :class:`NotAllowed` when the target or the parameters
   may not be acted on (a container that did not opt in, a URL not allow-listed, an unsafe label in
-  a command). The worker calls it before ``action_started`` and also in dry-run, so a dry run
+  a command), :class:`TargetMissing` when the target does not exist or is ambiguous. The worker calls it before ``action_started`` and also in dry-run, so a dry run
   reports what a real run would refuse.
 - ``execute(spec, *, timeout) -> ExecResult``: do the action and confirm it. Never raises for an
   expected failure: the result says whether it worked and whether a retry could help.
@@ -25,6 +25,20 @@ MAX_TIMEOUT = 600.0
 
 class NotAllowed(Exception):
     """The action may not run on this target with these parameters (audited as not_allowed)."""
+
+    reason = "not_allowed"
+
+
+class TargetMissing(NotAllowed):
+    """The target does not exist (``target_missing``) or names several (``ambiguous_target``).
+
+    A skip, not a failure: nothing ran, so it is not retried, starts no cooldown and is not counted
+    by the circuit breaker (a mistyped alert must not stop remediation everywhere).
+    """
+
+    def __init__(self, message: str, *, reason: str = "target_missing") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import docker.errors
 import requests
 from django.conf import settings
 
-from remediation.executors import ExecResult, JobSpec, NotAllowed, timeout_for
+from remediation.executors import ExecResult, JobSpec, NotAllowed, TargetMissing, timeout_for
 from remediation.models import Action
 
 OPT_IN_LABEL = "autoheal.enable"
@@ -102,13 +102,45 @@ def check(spec: JobSpec) -> None:
     timeout_for(spec)
     api = client(timeout=30)
     try:
-        container = api.containers.get(spec.target)
-    except docker.errors.NotFound:
-        # Not a refusal: execute() reports the missing container as a failure an operator sees.
-        return
+        container = _lookup(api, spec.target)
     finally:
         api.close()
     _guard(spec, container)
+
+
+def _lookup(api: docker.DockerClient, target: str) -> Any:
+    """The container ``target`` names; TargetMissing when none does or an id prefix names several."""
+    try:
+        return api.containers.get(target)
+    except docker.errors.NotFound:
+        raise TargetMissing(f"no container named {target}") from None
+    except docker.errors.APIError as exc:
+        # "Multiple IDs found with provided prefix": a 400 on newer engines, a 500 on older ones.
+        if "multiple ids found" in str(exc.explanation or "").lower():
+            raise TargetMissing(
+                f"{target} is an id prefix of several containers: name one", reason="ambiguous_target"
+            ) from None
+        raise
+
+
+def target_lookup(target: str) -> str:
+    """For the simulator: ``found``, ``target_missing``, ``ambiguous_target`` or ``unknown``.
+
+    ``unknown`` when Docker does not answer (the simulator then says it could not check).
+    """
+    try:
+        api = client(timeout=5)
+    except docker.errors.DockerException:
+        return "unknown"
+    try:
+        _lookup(api, target)
+    except TargetMissing as exc:
+        return exc.reason
+    except (docker.errors.DockerException, requests.exceptions.RequestException):
+        return "unknown"
+    finally:
+        api.close()
+    return "found"
 
 
 def _state(container: Any) -> tuple[str, bool, str]:
@@ -123,7 +155,7 @@ def execute(spec: JobSpec, *, timeout: float) -> ExecResult:
     stop_timeout = _stop_timeout(spec)
     api = client(timeout=timeout + stop_timeout + 30)
     try:
-        container = api.containers.get(spec.target)
+        container = _lookup(api, spec.target)
         # Re-checked at execution time: labels can change between check() and now.
         _guard(spec, container)
         before, _, _ = _state(container)
@@ -141,7 +173,8 @@ def execute(spec: JobSpec, *, timeout: float) -> ExecResult:
     except NotAllowed:
         raise
     except docker.errors.NotFound:
-        return ExecResult(ok=False, detail=f"no container named {spec.target}")
+        # Removed while the action ran: the action did not happen on anything.
+        raise TargetMissing(f"no container named {spec.target}") from None
     except docker.errors.APIError as exc:
         # A 5xx means the engine could not do it now; a 4xx (conflict, bad request) will not
         # improve with a retry.

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from conftest import started_at
-from remediation.executors import ExecResult, JobSpec, NotAllowed, command, docker, webhook
+from remediation.executors import ExecResult, JobSpec, NotAllowed, TargetMissing, command, docker, webhook
 from remediation.tests.exec_helpers import drain, events, make_alert, make_job, make_policy
 
 
@@ -261,9 +261,10 @@ def test_docker_restart_that_never_becomes_healthy_is_a_failure(docker_settings,
 
 
 @pytest.mark.docker
-def test_docker_missing_container_is_a_plain_failure(docker_settings):
-    result = docker.execute(JobSpec(action="restart_container", target="no-such-container-xyz", params={}), timeout=3)
-    assert not result.ok and "no container named" in result.detail
+def test_docker_missing_container_is_a_target_missing_skip_not_a_failure(docker_settings):
+    with pytest.raises(TargetMissing, match="no container named") as raised:
+        docker.execute(JobSpec(action="restart_container", target="no-such-container-xyz", params={}), timeout=3)
+    assert raised.value.reason == "target_missing"
 
 
 @pytest.mark.docker

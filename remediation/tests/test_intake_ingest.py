@@ -16,8 +16,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from audit.models import AuditEvent
+from remediation.intake import alert_ingest
 from remediation.models import Alert, Job, Policy
-from remediation.services import alert_ingest
 
 pytestmark = pytest.mark.django_db
 

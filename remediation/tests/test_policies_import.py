@@ -16,7 +16,7 @@ from django.core.management.base import CommandError
 
 from audit.models import AuditEvent
 from remediation.models import Policy
-from remediation.services import policies_import, policies_load_yaml
+from remediation.policies import policies_import, policies_load_yaml
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ import pytest
 
 from audit.models import AuditEvent
 from remediation.models import Alert, Job, Policy
-from remediation.services import policy_save
+from remediation.policies import policy_save
 
 pytestmark = pytest.mark.django_db
 
@@ -121,6 +121,6 @@ def test_the_policy_page_shows_who_changed_what_and_when_across_a_rename(admin_c
 
 
 def _data(policy: Policy) -> dict[str, Any]:
-    from remediation.services import policy_as_data
+    from remediation.policies import policy_as_data
 
     return policy_as_data(policy)

@@ -29,13 +29,21 @@
     notice.hidden = false;
   }
 
+  // Control characters, DEL and the line/paragraph separators as \uXXXX, as the server-rendered
+  // rows show them (autoheal_site.text.visible): an alert cannot hide text or break a row.
+  function visible(text) {
+    return String(text).replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, function (c) {
+      return "\\u" + ("000" + c.charCodeAt(0).toString(16)).slice(-4);
+    });
+  }
+
   function cell(text, className) {
     var td = document.createElement("td");
     if (className) {
       td.className = className;
     }
     // textContent, never innerHTML: event fields come from alerts and must not become markup.
-    td.textContent = text == null ? "" : String(text);
+    td.textContent = text == null ? "" : visible(text);
     return td;
   }
 

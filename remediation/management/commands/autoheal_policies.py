@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from remediation.services import (
+from remediation.policies import (
     PolicyImportError,
     PolicyImportResult,
     policies_export,
