@@ -39,6 +39,7 @@ from remediation.wakeup import CHANNEL
 logger = logging.getLogger(__name__)
 
 OFFLINE_BATCH = 50
+SEEN_EVERY_SECONDS = 5.0
 # What an agent's executor check may answer, as the worker's check does (remediation.executors).
 REFUSAL_REASONS = ("not_allowed", "target_missing", "ambiguous_target")
 POOLED = bool(settings.DATABASES["default"].get("OPTIONS", {}).get("pool"))
@@ -210,9 +211,13 @@ def agent_job_next(*, host: str, wait_seconds: float) -> HandOver | None:
     """Long poll: the next job placed on the host, waiting up to ``wait_seconds`` for one."""
     deadline = time.monotonic() + wait_seconds
     signal = _JobSignal()
+    touched = 0.0
     try:
         while True:
-            agent_seen(host=host)
+            if time.monotonic() - touched > SEEN_EVERY_SECONDS:
+                # "Last seen" needs seconds, not every wake-up: one write per few seconds of poll.
+                agent_seen(host=host)
+                touched = time.monotonic()
             found = _hand_over_one(host=host)
             if isinstance(found, HandOver):
                 return found
