@@ -15,6 +15,7 @@ after the lease expired is recorded and applied once, as the worker records a la
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -166,75 +167,109 @@ def _hand_over_one(*, host: str) -> HandOver | None | bool:
     )
 
 
-class _JobSignal:
-    """Wakes a waiting long poll when jobs commit: LISTEN on PostgreSQL, a short sleep elsewhere.
+class _JobNotifier(threading.Thread):
+    """One LISTEN per web process, shared by every waiting long poll (not one connection each).
 
-    LISTEN starts before the first look at the queue, so a job committed in between is not missed.
+    Each notification of committed jobs bumps a generation number; a poll reads the generation
+    before it looks at the queue and waits for it to change, so a job committed in between is never
+    missed. Without PostgreSQL (or while the listener is not connected) polls wait in short steps.
     """
 
-    def __init__(self) -> None:
-        self._conn: Any = None
-        if connection.vendor == "postgresql":
-            import psycopg
+    def __init__(self, dbname: str) -> None:
+        super().__init__(name="fleet-job-notifier", daemon=True)
+        self.dbname = dbname
+        self.generation = 0
+        self.connected = False
+        self.changed = threading.Condition()
 
-            s = connection.settings_dict
-            params = {
-                "dbname": s.get("NAME"),
-                "user": s.get("USER") or None,
-                "password": s.get("PASSWORD") or None,
-                "host": s.get("HOST") or None,
-                "port": str(s["PORT"]) if s.get("PORT") else None,
-            }
-            conninfo = psycopg.conninfo.make_conninfo(**{k: v for k, v in params.items() if v})
+    def run(self) -> None:
+        import psycopg
+
+        while True:
             try:
-                self._conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
-                self._conn.execute(f"LISTEN {CHANNEL}")
-            except Exception:
-                logger.warning("long poll: LISTEN failed; polling instead")
-                self._conn = None
+                s = connection.settings_dict
+                params = {
+                    "dbname": self.dbname,
+                    "user": s.get("USER") or None,
+                    "password": s.get("PASSWORD") or None,
+                    "host": s.get("HOST") or None,
+                    "port": str(s["PORT"]) if s.get("PORT") else None,
+                }
+                conninfo = psycopg.conninfo.make_conninfo(**{k: v for k, v in params.items() if v})
+                with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self.connected = True
+                    self._bump()  # anything committed while it was not listening is looked at
+                    for _ in conn.notifies():
+                        self._bump()
+            except Exception as exc:
+                logger.warning("fleet job notifier lost its connection (%s); reconnecting", type(exc).__name__)
+            self.connected = False
+            time.sleep(1.0)
 
-    def wait(self, timeout: float) -> None:
-        if timeout <= 0:
-            return
-        if self._conn is None:
-            time.sleep(min(timeout, 0.5))
-            return
-        for _ in self._conn.notifies(timeout=timeout, stop_after=1):
-            pass
+    def _bump(self) -> None:
+        with self.changed:
+            self.generation += 1
+            self.changed.notify_all()
 
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+    def wait(self, seen: int, timeout: float) -> None:
+        """Until the generation moves past ``seen`` or ``timeout`` passes (short steps if offline)."""
+        with self.changed:
+            self.changed.wait_for(
+                lambda: self.generation != seen, timeout=timeout if self.connected else min(timeout, 0.5)
+            )
+
+
+_notifier: _JobNotifier | None = None
+_notifier_lock = threading.Lock()
+
+
+def _job_notifier() -> _JobNotifier | None:
+    """The process's notifier, started with the first long poll (PostgreSQL only)."""
+    global _notifier
+    if connection.vendor != "postgresql":
+        return None
+    with _notifier_lock:
+        if _notifier is None or not _notifier.is_alive():
+            # Read here, in a request thread: tests run against test_<name>, which Django set.
+            _notifier = _JobNotifier(str(connection.settings_dict.get("NAME") or ""))
+            _notifier.start()
+        return _notifier
 
 
 def agent_job_next(*, host: str, wait_seconds: float) -> HandOver | None:
     """Long poll: the next job placed on the host, waiting up to ``wait_seconds`` for one."""
     deadline = time.monotonic() + wait_seconds
-    signal = _JobSignal()
+    # Started with the first poll that has to wait (a poll that finds work never needs it).
+    notifier = _notifier if _notifier is not None and _notifier.is_alive() else None
     touched = 0.0
-    try:
-        while True:
-            if time.monotonic() - touched > SEEN_EVERY_SECONDS:
-                # "Last seen" needs seconds, not every wake-up: one write per few seconds of poll.
-                agent_seen(host=host)
-                touched = time.monotonic()
-            found = _hand_over_one(host=host)
-            if isinstance(found, HandOver):
-                return found
-            if found is True:
-                continue
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            if POOLED and not connection.in_atomic_block:
-                # While it waits the poll holds only its LISTEN connection: the request's own goes
-                # back to the pool for other requests (without a pool, reconnecting would only
-                # add a connection set-up to every hand-over).
-                connection.close()
-            # Bounded wait: a job whose not_before passes (backoff) is picked up within a second.
-            signal.wait(min(left, 1.0))
-    finally:
-        signal.close()
+    while True:
+        seen = notifier.generation if notifier is not None else -1
+        if time.monotonic() - touched > SEEN_EVERY_SECONDS:
+            # "Last seen" needs seconds, not every wake-up: one write per few seconds of poll.
+            agent_seen(host=host)
+            touched = time.monotonic()
+        found = _hand_over_one(host=host)
+        if isinstance(found, HandOver):
+            return found
+        if found is True:
+            continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        if POOLED and not connection.in_atomic_block:
+            # While it waits the poll holds no connection of its own: it goes back to the pool
+            # for other requests (without a pool, reconnecting would only add a connection
+            # set-up to every hand-over).
+            connection.close()
+        if notifier is None:
+            notifier = _job_notifier()
+        # Bounded wait: a job whose not_before passes (backoff) is picked up within a second. A
+        # notifier just started answers at once (seen is -1), so the queue is looked at again.
+        if notifier is not None:
+            notifier.wait(seen, min(left, 1.0))
+        else:
+            time.sleep(min(left, 0.5))
 
 
 def _owned(job: Job | None, *, host: str, what: str, job_id: int) -> Job:
