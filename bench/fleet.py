@@ -9,6 +9,7 @@ Measures, each from a clock that is not the one being measured where that is pos
   (the agent forwards the event, the central queues the job, the agent restarts the container);
 * central job -> agent ``action_started``: the job's ``queued_at`` (intake's commit time) to the
   ``action_started`` audit event's ``ts`` (the start the agent asked for, decided centrally);
+* the same for a job the central worker runs itself (local mode), in the same run, as the baseline;
 * throughput: N command jobs (``true``) queued in one delivery, for one agent, then spread over
   three agents: jobs per second from the first queued job to the last finished one.
 
@@ -64,6 +65,15 @@ def _policies() -> None:
         target="{{ labels.container }}",
         params={"timeout_seconds": 10},
         **common,
+    )
+    Policy.objects.create(
+        name="bench-fleet-local",
+        matchers=['alertname="BenchLocal"'],
+        action=Action.COMMAND,
+        target="{{ labels.container }}",
+        params={"argv": ["true"], "timeout_seconds": 10},
+        cooldown_seconds=0,
+        max_actions_per_hour=100000,
     )
     Policy.objects.create(
         name="bench-fleet-command",
@@ -151,14 +161,15 @@ def _deliver(central: Any, alerts: list[dict[str, str]]) -> None:
     answer.raise_for_status()
 
 
-def handover_trials(central: Any, trials: int) -> list[float]:
+def handover_trials(central: Any, trials: int, *, alertname: str = "BenchCommand", host: str = "A") -> list[float]:
     from audit.models import AuditEvent
     from remediation.models import Job
 
     times = []
     for index in range(trials):
         name = f"h{index}-{uuid.uuid4().hex[:6]}"
-        _deliver(central, [{"alertname": "BenchCommand", "container": name, "host": "A"}])
+        labels = {"alertname": alertname, "container": name, **({"host": host} if host else {})}
+        _deliver(central, [labels])
         deadline = time.monotonic() + 30
         job = None
         while time.monotonic() < deadline:
@@ -230,12 +241,15 @@ def main() -> None:
         time.sleep(2)
         heal = heal_trials(hosts, args.trials)
         handover = handover_trials(central, args.trials * 2)
+        # The same job for the central worker (no host): the local mode's figure in the same run.
+        local = handover_trials(central, args.trials * 2, alertname="BenchLocal", host="")
         one = throughput(central, args.jobs, ["A"])
         three = throughput(central, args.jobs, HOSTS)
         load = os.getloadavg()
         print(f"load average at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; logs in {workdir}")
         print(f"heal through an agent (daemon unhealthy event -> restart event): {_summary(heal)}")
         print(f"central job queued -> agent action_started: {_summary(handover)}")
+        print(f"the same, local mode (central worker): {_summary(local)}")
         print(f"throughput, {args.jobs} command jobs: one agent {one:.1f} jobs/s; three agents {three:.1f} jobs/s")
     finally:
         agents.stop_all()
