@@ -281,3 +281,22 @@ def test_with_the_kill_switch_off_or_in_dry_run_agents_run_nothing(hosts: Docker
 
     assert not AuditEvent.objects.filter(kind="action_started").exists()
     assert hosts["A"].started_at("web") == before
+
+
+def test_sigterm_mid_action_lets_the_action_finish_and_be_reported_then_the_agent_exits(
+    hosts: DockerHosts, fleet: Any
+) -> None:
+    central, agents = fleet
+    hosts["A"].container("slow", init=False)  # the restart waits the 4 s stop timeout
+    before = hosts["A"].started_at("slow")
+    policy("SlowDown", host="{{ labels.host }}", params={"timeout_seconds": 60, "stop_timeout_seconds": 4})
+    start_agents(agents, ["A"], containers={"A": ["slow"]})
+
+    central.alert({"alertname": "SlowDown", "container": "slow", "host": "A"})
+    job = wait_for(lambda: Job.objects.filter(policy_name="SlowDown", started_at__isnull=False).first())
+    assert agents.stop("A") == 0  # SIGTERM while the restart runs
+
+    job.refresh_from_db()
+    assert job.state == "ok", job.result  # reported before the agent exited, not left to the lease
+    assert hosts["A"].started_at("slow") != before
+    assert AuditEvent.objects.get(kind="action_ok", data__job=job.pk).data["host"] == "A"
