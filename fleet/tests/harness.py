@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -253,7 +254,7 @@ class FleetAgents:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.tokens: dict[str, str] = {}
 
-    def start(self, name: str, *, token: str | None = None) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *, token: str | None = None, server: str = "") -> subprocess.Popen[bytes]:
         token = token or self.tokens[name]
         env = {
             **os.environ,
@@ -265,7 +266,15 @@ class FleetAgents:
         }
         log = open(self.workdir / f"agent-{name}.log", "ab")  # noqa: SIM115 - closed with the process
         process = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "autoheal_agent", "--server", self.central.url, "--host", name],
+            [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "autoheal_agent",
+                "--server",
+                server or self.central.url,
+                "--host",
+                name,
+            ],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -293,3 +302,64 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 30.0, step: float
             return value
         time.sleep(step)
     raise AssertionError(f"not within {timeout}s: {what or getattr(predicate, '__name__', predicate)}")
+
+
+class CuttableProxy:
+    """A loopback TCP forwarder to the central that a test can cut and restore (a network loss)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = listening_socket()
+        self.port = self.listener.getsockname()[1]
+        self.open = True
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.close()
+
+    def cut(self) -> None:
+        """Refuse new connections and drop the open ones."""
+        self.open = False
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+
+    def restore(self) -> None:
+        self.open = True
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()

@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from audit.models import AuditEvent
-from fleet.models import Agent
-from fleet.tests.harness import DockerHosts, FleetAgents, FleetCentral, wait_for
+from fleet.models import Agent, AgentReport
+from fleet.tests.harness import CuttableProxy, DockerHosts, FleetAgents, FleetCentral, wait_for
 from fleet.tokens import agent_token_create, agent_token_revoke
 from remediation import safety
 from remediation.models import Job, Policy
@@ -300,3 +300,38 @@ def test_sigterm_mid_action_lets_the_action_finish_and_be_reported_then_the_agen
     assert job.state == "ok", job.result  # reported before the agent exited, not left to the lease
     assert hosts["A"].started_at("slow") != before
     assert AuditEvent.objects.get(kind="action_ok", data__job=job.pk).data["host"] == "A"
+
+
+def test_an_agent_that_lost_the_network_reports_when_it_is_back_and_the_report_is_applied_once(
+    hosts: DockerHosts, fleet: Any
+) -> None:
+    central, agents = fleet
+    proxy = CuttableProxy(int(central.url.rsplit(":", 1)[1]))
+    try:
+        hosts["A"].container("slow", init=False)  # the restart waits the 6 s stop timeout
+        before = hosts["A"].started_at("slow")
+        policy("SlowDown", host="{{ labels.host }}", params={"timeout_seconds": 60, "stop_timeout_seconds": 6})
+        agents.start("A", server=f"http://127.0.0.1:{proxy.port}")
+        wait_for(
+            lambda: "slow" in (Agent.objects.filter(host="A").first() or Agent()).container_names,
+            what="agent A connected through the proxy",
+        )
+
+        central.alert({"alertname": "SlowDown", "container": "slow", "host": "A"})
+        job = wait_for(lambda: Job.objects.filter(policy_name="SlowDown", started_at__isnull=False).first())
+        proxy.cut()  # heartbeats stop reaching the central: the lease runs out
+        wait_for(lambda: Job.objects.filter(pk=job.pk, state="unknown").exists(), what="job unknown")
+        wait_for(lambda: hosts["A"].started_at("slow") != before, what="the restart done on the host")
+        proxy.restore()
+
+        report = wait_for(lambda: AgentReport.objects.filter(job=job).first(), timeout=90, what="the late report")
+        assert report.disposition == "late" and report.ok
+        ok = AuditEvent.objects.get(kind="action_ok", data__job=job.pk)
+        assert ok.data["after_unknown"] is True and ok.data["host"] == "A"
+        assert AuditEvent.objects.filter(kind="action_unknown", data__job=job.pk).count() == 1
+        time.sleep(2)  # the agent is polling again: nothing is re-run
+        assert len(started_events(job)) == 1
+        assert AgentReport.objects.filter(job=job).count() == 1
+        assert Job.objects.filter(policy_name="SlowDown").count() == 1
+    finally:
+        proxy.close()
