@@ -77,11 +77,6 @@ def alert_ingest(*, payload: Mapping[str, Any], source: str = "alertmanager", ac
     if source not in Alert.Source.values:
         raise ValueError(f"unknown alert source {source!r}")
     delivery = parse_delivery(payload)
-    seen: dict[tuple[str, datetime], int] = {}
-    for index, alert in enumerate(delivery.alerts):
-        if alert.key in seen:
-            raise PayloadError(f"alerts[{index}]", f"repeats alerts[{seen[alert.key]}] (same fingerprint and startsAt)")
-        seen[alert.key] = index
     return _ingest(delivery, source=source, actor=actor or source)
 
 

@@ -230,11 +230,17 @@ def parse_delivery(data: Any) -> Delivery:
     if isinstance(truncated, bool) or not isinstance(truncated, int) or truncated < 0:
         raise PayloadError("truncatedAlerts", "must be a whole number, 0 or more")
     clean = _Sanitized()
+    parsed = tuple(_alert(item, index) for index, item in enumerate(alerts))
+    seen: dict[tuple[str, datetime], int] = {}
+    for index, alert in enumerate(parsed):
+        if alert.key in seen:
+            raise PayloadError(f"alerts[{index}]", f"repeats alerts[{seen[alert.key]}] (same fingerprint and startsAt)")
+        seen[alert.key] = index
     return Delivery(
         receiver=_optional_string(data, "receiver", "receiver", clean),
         status=status,
         group_key=_optional_string(data, "groupKey", "groupKey", clean),
         truncated_alerts=truncated,
-        alerts=tuple(_alert(item, index) for index, item in enumerate(alerts)),
+        alerts=parsed,
         sanitized=tuple(clean.paths),
     )

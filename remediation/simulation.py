@@ -21,7 +21,7 @@ from remediation.decisions import Decision, HistoryFacts, JobFacts, Limits, job_
 from remediation.execution.facts import circuit_counts, switch_facts, target_history
 from remediation.executors import JobSpec, NotAllowed, executor_for
 from remediation.models import DESTRUCTIVE_ACTIONS, Alert, Policy, Switch
-from remediation.payload import IncomingAlert, PayloadError, parse_delivery
+from remediation.payload import IncomingAlert, parse_delivery
 from remediation.planning import PlannedAction, plan_alert, policy_limits
 from remediation.policies import policy_rules
 
@@ -68,11 +68,6 @@ def payload_simulate(*, payload: Mapping[str, Any], now: datetime | None = None,
     """
     now = now or timezone.now()
     delivery = parse_delivery(payload)
-    seen: dict[tuple[str, datetime], int] = {}
-    for index, alert in enumerate(delivery.alerts):
-        if alert.key in seen:
-            raise PayloadError(f"alerts[{index}]", f"repeats alerts[{seen[alert.key]}] (same fingerprint and startsAt)")
-        seen[alert.key] = index
     rules = policy_rules()
     row = Switch.objects.current()
     limits = safety.limits_from_settings()

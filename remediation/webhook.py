@@ -22,7 +22,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, connection
+from django.db import DatabaseError, InterfaceError, connection, transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -147,10 +147,31 @@ def _handle(request: HttpRequest) -> JsonResponse:
     return _answer(202, result.as_dict())
 
 
+class _TrialOver(Exception):
+    """Ends a trial ingest: everything it did is rolled back."""
+
+
 def _refused_field(payload: Any) -> str:
-    """The alert a refused delivery names: its only alert, or the list when it holds several."""
+    """The first alert of a refused delivery that the database refuses on its own, e.g. ``alerts[3]``.
+
+    Each alert is ingested alone inside a transaction that is always rolled back (nothing is
+    stored, no worker is woken): only on this rare path, so a many-alert delivery names its culprit.
+    """
     alerts = payload.get("alerts") if isinstance(payload, dict) else None
-    return "alerts[0]" if isinstance(alerts, list) and len(alerts) == 1 else "alerts"
+    if not isinstance(alerts, list) or len(alerts) <= 1:
+        return "alerts[0]"
+    for index, alert in enumerate(alerts):
+        try:
+            with transaction.atomic():
+                alert_ingest(payload={**payload, "alerts": [alert]}, source="alertmanager", actor="alertmanager")
+                raise _TrialOver
+        except _TrialOver:
+            continue
+        except (DatabaseError, InterfaceError) as exc:
+            if database_fault(exc) is DatabaseFault.DATA:
+                return f"alerts[{index}]"
+            break
+    return "alerts"
 
 
 @csrf_exempt

@@ -44,3 +44,6 @@ def test_the_fault_campaign_loses_nothing_and_runs_no_job_twice(tmp_path: Path) 
     assert "SIGKILLed" in " ".join(summary["faults"][4]["notes"])  # a worker really died mid-action
     assert summary["checks"] and all(check["ok"] for check in summary["checks"]), summary["checks"]
     assert summary["deliveries"] > 100
+    for fault in summary["faults"]:  # deliveries sent during each fault were all stored once
+        counts = summary["per_phase"][fault["name"]]
+        assert counts["accepted"] > 0 and counts["stored_once"] == counts["accepted"], (fault["name"], counts)

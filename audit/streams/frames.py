@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from audit.models import ALL_KINDS
+from autoheal_site.text import json_line_safe
 
 CHANNEL = "audit"
 EVENT_TYPE = "audit"
@@ -33,8 +34,9 @@ class StreamItem:
 
 def stream_item(event: dict[str, Any]) -> StreamItem:
     """Encode an event (``AuditEvent.as_dict()``) as the contract's SSE frame."""
-    # json.dumps escapes CR and LF inside strings, so the data always fits on one line.
-    data = json.dumps(event, ensure_ascii=False, separators=(",", ":"), default=str)
+    # json.dumps escapes CR and LF inside strings, so the data always fits on one line; DEL, C1
+    # controls and U+2028/U+2029 are escaped as well, as in /audit and the JSONL mirror.
+    data = json_line_safe(json.dumps(event, ensure_ascii=False, separators=(",", ":"), default=str))
     frame = f"id: {int(event['id'])}\nevent: {EVENT_TYPE}\ndata: {data}\n\n".encode()
     return StreamItem(int(event["id"]), str(event.get("kind", "")), str(event.get("alertname", "")), frame)
 

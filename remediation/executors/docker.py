@@ -123,26 +123,6 @@ def _lookup(api: docker.DockerClient, target: str) -> Any:
         raise
 
 
-def target_lookup(target: str) -> str:
-    """For the simulator: ``found``, ``target_missing``, ``ambiguous_target`` or ``unknown``.
-
-    ``unknown`` when Docker does not answer (the simulator then says it could not check).
-    """
-    try:
-        api = client(timeout=5)
-    except docker.errors.DockerException:
-        return "unknown"
-    try:
-        _lookup(api, target)
-    except TargetMissing as exc:
-        return exc.reason
-    except (docker.errors.DockerException, requests.exceptions.RequestException):
-        return "unknown"
-    finally:
-        api.close()
-    return "found"
-
-
 def _state(container: Any) -> tuple[str, bool, str]:
     container.reload()
     state = container.attrs.get("State", {})

@@ -111,3 +111,14 @@ def test_the_audit_api_and_the_jsonl_mirror_escape_them_and_keep_the_values(clie
     assert len(lines) == AuditEvent.objects.count()
     received = [json.loads(line) for line in lines if json.loads(line)["kind"] == "alert_received"]
     assert received[0]["data"]["labels"] == {"alertname": NAME, "container": CONTAINER}
+
+
+def test_the_live_stream_frames_escape_them_and_keep_the_values(delivered: Path) -> None:
+    from audit.streams.frames import stream_item
+
+    event = AuditEvent.objects.get(kind="alert_received").as_dict()
+    frame = stream_item(event).frame.decode("utf-8")
+    assert_escaped(frame)
+    assert len(frame.split("\n")) == 5  # id, event, data, blank line: one data line
+    data = frame.split("\n")[2].removeprefix("data: ")
+    assert json.loads(data)["data"]["labels"]["container"] == CONTAINER

@@ -16,7 +16,7 @@ import pytest
 from django.db import DatabaseError, connection, connections
 
 from remediation.dberrors import DatabaseFault, database_fault
-from remediation.models import Alert
+from remediation.models import Alert, Job
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -160,6 +160,16 @@ def test_a_value_the_database_refuses_is_a_400_naming_the_alert(client: Any) -> 
         assert response.status_code == 400
         assert response.json()["error"].startswith("alerts[0]: the database refused a value of this delivery")
         assert not Alert.objects.exists()
+        # In a delivery of several alerts, the one the database refuses is named.
+        fine = {**BODY["alerts"][0], "labels": {"alertname": "Fine"}, "fingerprint": "ok1"}
+        group = {**BODY, "alerts": [fine, fine | {"fingerprint": "ok2"}, BODY["alerts"][0]]}
+        answer = client.post(
+            "/alert", data=json.dumps(group), content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {TOKEN}"
+        )
+        assert answer.status_code == 400
+        assert answer.json()["error"].startswith("alerts[2]: the database refused")
+        assert not Alert.objects.exists()  # the trials stored nothing either
+        assert not Job.objects.exists()
     finally:
         with connection.cursor() as cursor:
             cursor.execute("ALTER TABLE remediation_alert DROP CONSTRAINT probe_refuses")
