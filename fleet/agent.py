@@ -288,7 +288,11 @@ class FleetAgent:
             executor.check(spec)
         except NotAllowed as exc:
             refusal = {"claim": claim, "detail": str(exc), "reason": exc.reason}
-            self._retrying(lambda: self.central.call("POST", f"jobs/{job_id}/refuse", body=refusal))
+            try:
+                self._retrying(lambda: self.central.call("POST", f"jobs/{job_id}/refuse", body=refusal))
+            except CentralError as refused:
+                # The job is no longer ours (its hand-over lease ran out): nothing ran, nothing to do.
+                logger.warning("job %s: the refusal was not taken: %s", job_id, refused)
             logger.info("job %s refused here: %s", job_id, exc)
             return
         except Exception as exc:
@@ -297,7 +301,13 @@ class FleetAgent:
                 (job_id, {**base, "ok": False, "transient": True, "detail": f"check failed: {exc}", "output": {}})
             )
             return
-        answer = self._retrying(lambda: self.central.call("POST", f"jobs/{job_id}/start", body={"claim": claim}))
+        try:
+            answer = self._retrying(lambda: self.central.call("POST", f"jobs/{job_id}/start", body={"claim": claim}))
+        except CentralError as exc:
+            # 409: the hand-over lease ran out (this agent was slow or away) and the job went back
+            # to the queue: nothing ran here, so there is nothing to report.
+            logger.warning("job %s not started: %s", job_id, exc)
+            return
         if not answer or not answer.get("go"):
             logger.info("job %s not started: %s", job_id, (answer or {}).get("reason"))
             return
