@@ -46,7 +46,16 @@ HUMAN_KINDS = (
     "notification_sent",
     "notification_failed",
 )
-EXTRA_KINDS = ("incident_escalated", "false_positive_marked", "apikey_changed", "user_changed", *HUMAN_KINDS)
+# The fleet: agent tokens created or revoked, an agent refused for another host's work.
+FLEET_KINDS = ("agent_token_changed", "agent_refused")
+EXTRA_KINDS = (
+    "incident_escalated",
+    "false_positive_marked",
+    "apikey_changed",
+    "user_changed",
+    *HUMAN_KINDS,
+    *FLEET_KINDS,
+)
 ALL_KINDS = KINDS + EXTRA_KINDS
 
 

@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "operations",
     "observability",
     "notifications",
+    "fleet",
 ]
 
 MIDDLEWARE = [
@@ -351,12 +352,22 @@ except ValueError as _exc:
     raise ImproperlyConfigured(str(_exc)) from None
 if _relative := [p for p in AUTOHEAL_COMMAND_ALLOW if not os.path.isabs(p)]:
     raise ImproperlyConfigured(f"AUTOHEAL_COMMAND_ALLOW lists absolute paths only, not {', '.join(_relative)}")
+# The fleet (see the deployment guide, "Running a fleet"): the host whose Docker Engine the central
+# worker itself acts on, how long a job placed on an offline host waits, and the agents' long poll.
+AUTOHEAL_LOCAL_HOST = env_str("AUTOHEAL_LOCAL_HOST").strip()
+AUTOHEAL_AGENT_JOB_TTL_SECONDS = env_int("AUTOHEAL_AGENT_JOB_TTL_SECONDS", 600)
+AUTOHEAL_AGENT_POLL_SECONDS = env_int("AUTOHEAL_AGENT_POLL_SECONDS", 20)
+# An agent not heard from for this long counts as not connected (the long poll keeps it in touch).
+AUTOHEAL_AGENT_CONNECTED_SECONDS = env_int("AUTOHEAL_AGENT_CONNECTED_SECONDS", 60)
 for _name in (
     "AUTOHEAL_CIRCUIT_MAX_ACTIONS",
     "AUTOHEAL_CIRCUIT_MAX_FAILURES",
     "AUTOHEAL_CIRCUIT_WINDOW_SECONDS",
     "AUTOHEAL_LEASE_SECONDS",
     "AUTOHEAL_WORKER_POLL_SECONDS",
+    "AUTOHEAL_AGENT_JOB_TTL_SECONDS",
+    "AUTOHEAL_AGENT_POLL_SECONDS",
+    "AUTOHEAL_AGENT_CONNECTED_SECONDS",
 ):
     if globals()[_name] <= 0:
         raise ImproperlyConfigured(f"{_name} must be a positive integer")

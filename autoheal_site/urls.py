@@ -8,6 +8,7 @@ urlpatterns = [
     path("", include("audit.urls")),
     path("", include("dashboard.urls")),
     path("", include("accounts.urls")),
+    path("", include("fleet.urls")),
     path("admin/", admin.site.urls),
     path("", include("django_prometheus.urls")),
 ]

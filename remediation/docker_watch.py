@@ -47,8 +47,12 @@ def fingerprint(labels: Mapping[str, str]) -> str:
     return f"{value:016x}"
 
 
-def alert_labels(*, container: str, instance: str) -> dict[str, str]:
-    return {"alertname": ALERTNAME, "container": container, "instance": instance, "severity": SEVERITY}
+def alert_labels(*, container: str, instance: str, host: str = "") -> dict[str, str]:
+    labels = {"alertname": ALERTNAME, "container": container, "instance": instance, "severity": SEVERITY}
+    if host:
+        # Forwarded by a fleet agent: the host label lets a policy place the job ({{ labels.host }}).
+        labels["host"] = host
+    return labels
 
 
 def payload_for(
@@ -95,11 +99,13 @@ def event_time(event: Mapping[str, Any]) -> datetime:
     return datetime.fromtimestamp(float(event.get("time") or time.time()), tz=UTC)
 
 
-def health_changed(*, container: str, health: str, labels: dict[str, str], instance: str, at: datetime) -> str:
+def health_changed(
+    *, container: str, health: str, labels: dict[str, str], instance: str, at: datetime, host: str = ""
+) -> str:
     """Feed one health change of a container into the pipeline; returns what was done."""
     if (labels or {}).get(OPT_IN_LABEL, "").strip().lower() != "true":
         return "ignored: not opted in"
-    alert = alert_labels(container=container, instance=instance)
+    alert = alert_labels(container=container, instance=instance, host=host)
     open_start = open_incident_start(alert)
     if health == "unhealthy":
         starts_at = open_start or at
@@ -117,9 +123,16 @@ class DockerWatcher:
     """Follows the Docker events stream; reconnects (resuming from the last event) when it drops."""
 
     def __init__(
-        self, *, client_factory: Callable[[], Any], labels: list[str] | None = None, reconnect_max: float = 30.0
+        self,
+        *,
+        client_factory: Callable[[], Any],
+        labels: list[str] | None = None,
+        reconnect_max: float = 30.0,
+        on_health: Callable[..., str] | None = None,
     ) -> None:
         self.client_factory = client_factory
+        # Where a health change goes: the intake in this process, or (a fleet agent) the central's.
+        self.on_health = on_health or health_changed
         # Docker label filters (KEY or KEY=VALUE) on top of the opt-in label, to scope one watcher
         # to, say, one compose project.
         self.label_filters = [f"{OPT_IN_LABEL}=true", *(labels or [])]
@@ -144,7 +157,7 @@ class DockerWatcher:
         for container in client.containers.list(filters={"label": self.label_filters}):
             health = ((container.attrs.get("State") or {}).get("Health") or {}).get("Status", "")
             if health in ("unhealthy", "healthy"):
-                outcome = health_changed(
+                outcome = self.on_health(
                     container=container.name, health=health, labels=container.labels, instance=self.instance, at=now
                 )
                 if outcome.startswith(("firing", "resolved")):
@@ -172,7 +185,7 @@ class DockerWatcher:
         name = attributes.get("name", "")
         at = event_time(event)
         close_old_connections()
-        outcome = health_changed(container=name, health=health, labels=attributes, instance=self.instance, at=at)
+        outcome = self.on_health(container=name, health=health, labels=attributes, instance=self.instance, at=at)
         logger.info("container %s %s: %s", name, health, outcome)
         return outcome
 

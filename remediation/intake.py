@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from audit.services import audit_record_many
 from autoheal_site.utc import iso_utc
+from fleet.placement import Placer
 from remediation import wakeup
 from remediation.models import Alert, Job
 from remediation.payload import Delivery, IncomingAlert, PayloadError, parse_delivery
@@ -147,8 +148,9 @@ def _ingest(delivery: Delivery, *, source: str, actor: str) -> IngestResult:
             Alert.objects.bulk_update(closing, ["status", "ends_at", "resolved_at"])
         if fresh_firing:
             rules = policy_rules()
+            placer = Placer()
             for alert, row in fresh_firing:
-                jobs.extend(_route(alert, row, rules, events, actor=actor, now=now))
+                jobs.extend(_route(alert, row, rules, events, actor=actor, now=now, placer=placer))
         if jobs:
             # Each incident here is new and locked by this transaction: no job can exist for it yet.
             Job.objects.bulk_create(jobs)
@@ -170,6 +172,7 @@ def _route(
     *,
     actor: str,
     now: datetime,
+    placer: Placer,
 ) -> list[Job]:
     base = {"alertname": alert.alertname, "fingerprint": alert.fingerprint, "actor": actor}
     planned = plan_alert(alert.labels, rules)
@@ -203,12 +206,31 @@ def _route(
                 }
             )
             continue
+        # Fleet hook: which host's agent runs the job (fleet.placement), or why none can.
+        placement = placer.place(action=rule.action, target=action.target, host=action.host)
+        if placement.skip_reason:
+            events.append(
+                {
+                    **base,
+                    "kind": "action_skipped",
+                    "policy": rule.name,
+                    "target": action.target,
+                    "message": f"{rule.name}: no {rule.action}: {placement.message}",
+                    "data": {
+                        "reason": placement.skip_reason,
+                        "action": rule.action,
+                        "hosts": list(placement.candidates),
+                    },
+                }
+            )
+            continue
         job = Job(
             policy_id=rule.policy_id,
             policy_name=rule.name,
             alert=row,
             action=rule.action,
             target=action.target,
+            host=placement.host,
             params=dict(rule.params),
             dry_run=rule.dry_run,
             state=Job.State.QUEUED,
@@ -224,7 +246,12 @@ def _route(
                 "policy": rule.name,
                 "target": action.target,
                 "message": f"{rule.name}: {rule.action} {action.target}" + (" (dry run)" if rule.dry_run else ""),
-                "data": {"action": rule.action, "dry_run": rule.dry_run, "priority": rule.priority},
+                "data": {
+                    "action": rule.action,
+                    "dry_run": rule.dry_run,
+                    "priority": rule.priority,
+                    **({"host": placement.host} if placement.host else {}),
+                },
                 "_job": job,
             }
         )

@@ -48,6 +48,9 @@ class Policy(models.Model):
     )
     action = models.CharField(max_length=32, choices=Action.choices)
     target = models.CharField(max_length=255, default="{{ labels.container }}", blank=True)
+    # Fleet placement: the Docker host the target lives on, a label template like the target's.
+    # Empty: the host is found by the container's name in the agents' inventories.
+    host = models.CharField(max_length=255, default="", blank=True)
     params = models.JSONField(default=dict, blank=True)
     cooldown_seconds = models.PositiveIntegerField(default=DEFAULT_COOLDOWN_SECONDS)
     max_actions_per_hour = models.PositiveIntegerField(default=DEFAULT_MAX_ACTIONS_PER_HOUR)
@@ -134,6 +137,8 @@ class Job(models.Model):
     alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="jobs")
     action = models.CharField(max_length=32, choices=Action.choices)
     target = models.CharField(max_length=255, blank=True, default="")
+    # Fleet placement: the Docker host whose agent runs this job; empty for the central worker.
+    host = models.CharField(max_length=100, blank=True, default="", db_index=True)
     params = models.JSONField(default=dict, blank=True)
     dry_run = models.BooleanField(default=False)
     # Which remediation of the incident this is: 1 for the job intake creates, 2, 3... for the

@@ -30,6 +30,8 @@ class PlannedAction:
     skip_reason: str = ""
     error: str = ""
     missing_label: str = ""
+    # The rendered host template ("": the policy names none; fleet.placement decides).
+    host: str = ""
 
     @property
     def queues(self) -> bool:
@@ -64,7 +66,7 @@ def plan_alert(labels: Mapping[str, str], rules: Sequence[PolicyRule]) -> list[P
                 )
             )
         else:
-            planned.append(PlannedAction(rule=route.rule, target=route.target))
+            planned.append(PlannedAction(rule=route.rule, target=route.target, host=route.host))
     return planned
 
 

@@ -51,6 +51,7 @@ def policy_rule(policy: Policy, *, enabled: bool | None = None) -> PolicyRule:
         priority=policy.priority,
         enabled=policy.enabled if enabled is None else enabled,
         policy_id=policy.pk,
+        host=policy.host,
     )
 
 

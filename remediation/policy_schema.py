@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "matchers": None,
     "action": None,
     "target": "{{ labels.container }}",
+    "host": "",
     "params": {},
     "cooldown_seconds": DEFAULT_COOLDOWN_SECONDS,
     "max_actions_per_hour": DEFAULT_MAX_ACTIONS_PER_HOUR,
@@ -206,6 +207,17 @@ def policy_validate(data: Mapping[str, Any]) -> dict[str, Any]:
                 errors["target"] = "must be at most 255 characters"
             elif action in DOCKER_ACTIONS and not target.strip():
                 errors["target"] = f"{action} needs a target naming the container, e.g. '{{{{ labels.container }}}}'"
+    host = values["host"]
+    if not isinstance(host, str):
+        errors["host"] = "must be a template string like '{{ labels.host }}', or empty"
+    else:
+        try:
+            compile_template(host)
+        except TemplateError as exc:
+            errors["host"] = str(exc)
+        else:
+            if len(host) > 255:
+                errors["host"] = "must be at most 255 characters"
     if action in Action.values and (problem := _params_problem(action, values["params"])):
         errors["params"] = problem
     for key in ("cooldown_seconds", "max_actions_per_hour", "verify_within_seconds"):

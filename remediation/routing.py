@@ -28,6 +28,8 @@ class PolicyRule:
     priority: int = 100
     enabled: bool = True
     policy_id: int | None = None
+    # Fleet placement: the Docker host the target lives on (None: found by name in the inventories).
+    host: Template | None = None
 
     @classmethod
     def build(
@@ -42,6 +44,7 @@ class PolicyRule:
         priority: int = 100,
         enabled: bool = True,
         policy_id: int | None = None,
+        host: str = "",
     ) -> PolicyRule:
         """Parse matchers and template; raises MatcherError or TemplateError."""
         return cls(
@@ -54,6 +57,7 @@ class PolicyRule:
             priority=priority,
             enabled=enabled,
             policy_id=policy_id,
+            host=compile_template(host) if host else None,
         )
 
 
@@ -65,6 +69,8 @@ class Route:
     target: str | None
     error: str = ""
     missing_label: str = ""
+    # The rendered host template ("" when the policy names no host).
+    host: str = ""
 
     @property
     def ok(self) -> bool:
@@ -80,7 +86,8 @@ def route_alert(labels: Mapping[str, str], rules: Sequence[PolicyRule]) -> list[
     routes = []
     for rule in matching:
         try:
-            routes.append(Route(rule=rule, target=rule.target.render(labels)))
+            host = rule.host.render(labels) if rule.host is not None else ""
+            routes.append(Route(rule=rule, target=rule.target.render(labels), host=host))
         except MissingLabel as exc:
             routes.append(Route(rule=rule, target=None, error=str(exc), missing_label=exc.label))
     return routes

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import close_old_connections, connections
 
 from audit.sealer import SealerLoop, audit_seal_all
+from fleet.handover import jobs_host_offline
 from notifications.outbox import notification_deliver_one
 from remediation import safety, wakeup
 from remediation.approvals import approval_expire_one
@@ -54,6 +55,7 @@ class Worker:
             self.end_expired_pause,
             self.half_open_circuit,
             self.expire_leases,
+            self.expire_offline_hosts,
             self.verify_due,
             self.expire_one_approval,
             self.sweep_one_silence,
@@ -70,6 +72,10 @@ class Worker:
 
     def expire_leases(self) -> bool:
         return leases_expire() > 0
+
+    def expire_offline_hosts(self) -> bool:
+        # Fleet hook: jobs placed on a host whose agent stayed away past the TTL end host_offline.
+        return jobs_host_offline() > 0
 
     def verify_due(self) -> bool:
         return jobs_verify() > 0

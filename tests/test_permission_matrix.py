@@ -54,6 +54,17 @@ MATRIX: dict[str, tuple[str, dict[str, str]]] = {
     # 404 unless OpenID login is configured; with it, the redirect to the provider is public.
     "oidc/authenticate/": ("/oidc/authenticate/", {"GET": PUBLIC}),
     "oidc/callback/": ("/oidc/callback/", {"GET": PUBLIC}),
+    # The fleet: operators read the agents; the agent API wants a host's agent token, which no
+    # user role, session or API key replaces (fleet/tests cover the tokens themselves).
+    "api/agents": ("/api/agents", {"GET": OPS}),
+    "api/agent/hello": ("/api/agent/hello", {"POST": OWN_TOKEN}),
+    "api/agent/inventory": ("/api/agent/inventory", {"PUT": OWN_TOKEN, "POST": OWN_TOKEN}),
+    "api/agent/events": ("/api/agent/events", {"POST": OWN_TOKEN}),
+    "api/agent/jobs/next": ("/api/agent/jobs/next", {"GET": OWN_TOKEN}),
+    "api/agent/jobs/<int:job_id>/start": ("/api/agent/jobs/1/start", {"POST": OWN_TOKEN}),
+    "api/agent/jobs/<int:job_id>/refuse": ("/api/agent/jobs/1/refuse", {"POST": OWN_TOKEN}),
+    "api/agent/jobs/<int:job_id>/heartbeat": ("/api/agent/jobs/1/heartbeat", {"POST": OWN_TOKEN}),
+    "api/agent/jobs/<int:job_id>/report": ("/api/agent/jobs/1/report", {"POST": OWN_TOKEN}),
 }
 # Included URLconfs covered as a whole by one row (their own pages share the row's rule).
 PREFIX_ROWS = ("admin/",)

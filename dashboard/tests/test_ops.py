@@ -319,8 +319,8 @@ def test_the_page_costs_the_same_queries_whatever_the_data_size(
 
     # session, user, groups, switch, backlog id, backlog rows, incidents, their jobs, longest
     # cooldown, cooldown jobs, recent actions, the 30-day series (charts and metrics), jobs
-    # awaiting approval, evidence of the open incidents
-    with django_assert_num_queries(14):
+    # awaiting approval, evidence of the open incidents, the fleet's Agents panel
+    with django_assert_num_queries(15):
         answer = client.get("/ops/")
 
     assert answer.status_code == 200

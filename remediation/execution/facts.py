@@ -27,6 +27,11 @@ def is_destructive(action: str) -> bool:
     return action in DESTRUCTIVE_ACTIONS
 
 
+def host_data(job: Job) -> dict[str, str]:
+    """``data.host`` of a job's audit events when an agent's host runs it (fleet placement)."""
+    return {"host": job.host} if job.host else {}
+
+
 def audit_base(job: Job) -> dict[str, Any]:
     alert = job.alert
     return {
@@ -51,10 +56,11 @@ def switch_facts(row: Switch | None) -> SwitchFacts:
     )
 
 
-def target_history(*, target: str, now: datetime, exclude_job: int | None = None) -> list[datetime]:
-    """Start times of real destructive actions on a target, recent first (bounded)."""
+def target_history(*, target: str, now: datetime, exclude_job: int | None = None, host: str = "") -> list[datetime]:
+    """Start times of real destructive actions on a target of one host, recent first (bounded)."""
     query = Job.objects.filter(
         target=target,
+        host=host,
         started_at__gt=now - HISTORY_WINDOW,
         started_at__lte=now,
         state__in=ACTED_STATES,
@@ -108,7 +114,7 @@ def job_decision(*, job: Job, alert: Alert, row: Switch | None, now: datetime, l
     if needs_history:
         actions, failures = circuit_counts(row=row, now=now, limits=limits)
         history = HistoryFacts(
-            target_actions=target_history(target=job.target, now=now, exclude_job=job.pk),
+            target_actions=target_history(target=job.target, now=now, exclude_job=job.pk, host=job.host),
             circuit_actions=actions,
             circuit_failures=failures,
         )

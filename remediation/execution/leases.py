@@ -16,30 +16,38 @@ from django.db.models import F
 from django.utils import timezone
 
 from audit.services import audit_record
-from remediation.execution.facts import audit_base
+from fleet.placement import local_hosts
+from remediation.execution.facts import audit_base, host_data
 from remediation.execution.transitions import job_lost, job_requeue
 from remediation.models import Job
 
 logger = logging.getLogger(__name__)
 
 
-def job_claim(*, worker: str, now: datetime | None = None) -> Job | None:
+def job_claim(*, worker: str, now: datetime | None = None, hosts: tuple[str, ...] | None = None) -> Job | None:
     """Take one due queued job for this worker, or None. Two workers never get the same job."""
-    jobs = job_claim_many(worker=worker, limit=1, now=now)
+    jobs = job_claim_many(worker=worker, limit=1, now=now, hosts=hosts)
     return jobs[0] if jobs else None
 
 
-def job_claim_many(*, worker: str, limit: int, now: datetime | None = None) -> list[Job]:
+def job_claim_many(
+    *, worker: str, limit: int, now: datetime | None = None, hosts: tuple[str, ...] | None = None
+) -> list[Job]:
     """Take up to ``limit`` due queued jobs for this worker in one transaction, oldest due first.
 
     Two workers never get the same job: on PostgreSQL the candidates are locked with ``SKIP
     LOCKED`` (another worker's claim in progress is passed over, not waited for), elsewhere each
     conditional ``UPDATE ... WHERE state='queued'`` must touch exactly one row.
+
+    ``hosts``: the placements this claimer serves; the central worker's default leaves the jobs
+    placed on an agent's host to that agent (fleet.placement.local_hosts).
     """
     now = now or timezone.now()
     lease = now + timedelta(seconds=settings.AUTOHEAL_LEASE_SECONDS)
     owner = worker[:100]
-    due = Job.objects.filter(state=Job.State.QUEUED, not_before__lte=now).order_by("not_before", "id")
+    due = Job.objects.filter(
+        state=Job.State.QUEUED, not_before__lte=now, host__in=hosts if hosts is not None else local_hosts()
+    ).order_by("not_before", "id")
     claim = {"state": Job.State.RUNNING, "lease_owner": owner, "lease_expires_at": lease, "attempts": F("attempts") + 1}
     if connection.vendor == "postgresql":
         with transaction.atomic():
@@ -122,6 +130,7 @@ def leases_expire(*, now: datetime | None = None) -> int:
                         "error": "worker lost before start",
                         "try": job.attempts,
                         "retry_in_seconds": 0,
+                        **host_data(job),
                     },
                     **base,
                 )
@@ -139,6 +148,7 @@ def leases_expire(*, now: datetime | None = None) -> int:
                         "attempt": job.attempt,
                         "worker": job.lease_owner,
                         "started_at": job.started_at.isoformat(),
+                        **host_data(job),
                     },
                     **base,
                 )

@@ -20,7 +20,7 @@ from django.utils import timezone
 from audit.services import audit_record
 from remediation import safety
 from remediation.decisions import Decision, Limits
-from remediation.execution.facts import audit_base, circuit_counts, is_destructive, job_spec
+from remediation.execution.facts import audit_base, circuit_counts, host_data, is_destructive, job_spec
 from remediation.execution.transitions import job_end, job_requeue
 from remediation.execution.verify import attempt_next
 from remediation.executors import ExecResult, NotAllowed
@@ -68,14 +68,21 @@ def job_settle(*, job: Job, decision: Decision, limits: Limits, extra: dict[str,
             audit_record(
                 kind="action_dry_run",
                 message=f"would {job.action} {job.target}: {decision.message}",
-                data={"job": job.pk, "action": job.action, "attempt": job.attempt, **_would_run(job)},
+                data={"job": job.pk, "action": job.action, "attempt": job.attempt, **_would_run(job), **host_data(job)},
                 **base,
             )
         else:
             audit_record(
                 kind="action_skipped",
                 message=decision.message,
-                data={"job": job.pk, "action": job.action, "attempt": job.attempt, "reason": reason, **(extra or {})},
+                data={
+                    "job": job.pk,
+                    "action": job.action,
+                    "attempt": job.attempt,
+                    "reason": reason,
+                    **host_data(job),
+                    **(extra or {}),
+                },
                 **base,
             )
     return RunOutcome(state=Job.State.SKIPPED, reason=reason)
@@ -124,6 +131,7 @@ def job_finish(
             "duration_seconds": duration,
             "output": result.output,
             **({"after_unknown": True} if late else {}),
+            **host_data(job),
         }
         if result.ok:
             verify = job.action != Action.LOG_ONLY
@@ -160,6 +168,7 @@ def job_finish(
                     "error": result.detail,
                     "try": current.attempts,
                     "retry_in_seconds": wait,
+                    **host_data(job),
                 },
                 **base,
             )

@@ -18,7 +18,7 @@ from django.utils import timezone
 from audit.services import audit_record
 from remediation import safety
 from remediation.decisions import Decision, Limits
-from remediation.execution.facts import audit_base, is_destructive, job_decision, job_spec
+from remediation.execution.facts import audit_base, host_data, is_destructive, job_decision, job_spec
 from remediation.execution.leases import Heartbeat
 from remediation.execution.outcome import RunOutcome, job_finish, job_settle, trip_if_over
 from remediation.executors import DEFAULT_TIMEOUT, ExecResult, NotAllowed, TargetMissing, executor_for, timeout_for
@@ -87,6 +87,7 @@ def job_run(*, job: Job, worker: str, limits: Limits | None = None) -> RunOutcom
                 "attempt": job.attempt,
                 "try": current.attempts,
                 "probe": decision.probe,
+                **host_data(current),
             },
             **audit_base(current),
         )

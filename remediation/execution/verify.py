@@ -97,7 +97,7 @@ def attempt_next(*, job: Job, why: str, limits: Limits | None = None, now: datet
         if Job.objects.filter(policy=policy, alert=alert, attempt__gt=job.attempt).exists():
             return None
         plan = next_attempt_decide(
-            target_actions=target_history(target=job.target, now=now),
+            target_actions=target_history(target=job.target, now=now, host=job.host),
             max_actions_per_hour=policy.max_actions_per_hour,
             limits=limits,
             now=now,
@@ -113,6 +113,7 @@ def attempt_next(*, job: Job, why: str, limits: Limits | None = None, now: datet
                     alert=alert,
                     action=job.action,
                     target=job.target,
+                    host=job.host,
                     params=job.params,
                     dry_run=job.dry_run,
                     attempt=job.attempt + 1,

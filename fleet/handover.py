@@ -1,0 +1,451 @@
+"""The central side of the agents' work: hand a job over, start it under the guards, take reports.
+
+A job placed on a host is claimed by that host's agent through the same claim as the central
+worker (``job_claim`` with the host as placement), so a job is never taken twice. Every guard stays
+central: the decision is read when the job is handed over, and decided again under the switch row's
+lock when the agent asks to start, exactly as the worker does before ``action_started``. The lease
+is the worker's lease: the agent renews it while its action runs, and when it stops doing so the
+worker's lease expiry marks the job ``unknown`` (never re-run).
+
+Reports are idempotent by job, attempt and claim: an agent re-sends until it hears back, and a
+second copy is recognised by a database constraint and never applied again. A report that comes
+after the lease expired is recorded and applied once, as the worker records a late outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from audit.services import audit_record
+from fleet.models import Agent, AgentReport
+from fleet.placement import HOST_OFFLINE, local_hosts
+from remediation import safety
+from remediation.decisions import Decision
+from remediation.execution.facts import audit_base, host_data, is_destructive, job_decision, job_spec
+from remediation.execution.leases import job_claim
+from remediation.execution.outcome import job_finish, job_settle, trip_if_over
+from remediation.executors import DEFAULT_TIMEOUT, ExecResult, NotAllowed, timeout_for
+from remediation.models import Job, Switch
+from remediation.wakeup import CHANNEL
+
+logger = logging.getLogger(__name__)
+
+OFFLINE_BATCH = 50
+SEEN_EVERY_SECONDS = 5.0
+# What an agent's executor check may answer, as the worker's check does (remediation.executors).
+REFUSAL_REASONS = ("not_allowed", "target_missing", "ambiguous_target")
+POOLED = bool(settings.DATABASES["default"].get("OPTIONS", {}).get("pool"))
+HANDOVER_LEASE_SECONDS = 10
+
+
+class Forbidden(PermissionError):
+    """An agent asked about another host's job (answered 403 and audited)."""
+
+
+class Conflict(RuntimeError):
+    """The job is no longer this agent's to act on (its lease was lost or it was settled)."""
+
+
+def agent_worker(host: str) -> str:
+    """The lease owner name of a host's agent."""
+    return f"agent:{host}"[:100]
+
+
+def agent_seen(*, host: str, version: str = "", engine: str = "", now: datetime | None = None) -> Agent:
+    """Record that a host's agent is in touch (every authenticated request counts)."""
+    now = now or timezone.now()
+    updates: dict[str, Any] = {"last_seen": now}
+    if version:
+        updates["version"] = version[:50]
+    if engine:
+        updates["engine"] = engine[:200]
+    agent, created = Agent.objects.get_or_create(host=host, defaults={**updates, "first_seen": now})
+    if not created:
+        Agent.objects.filter(pk=agent.pk).update(**updates)
+    return agent
+
+
+def agent_refused(*, host: str, what: str, job_id: int | None = None, other_host: str = "") -> None:
+    """Audit an agent's attempt to touch another host's work (the caller answers 403)."""
+    audit_record(
+        kind="agent_refused",
+        actor=agent_worker(host),
+        message=f"the agent of host {host} was refused: {what}",
+        data={"host": host, "what": what, "job": job_id, "other_host": other_host},
+    )
+
+
+def agent_inventory_set(*, host: str, containers: list[dict[str, Any]], now: datetime | None = None) -> Agent:
+    """Replace the host's inventory of opted-in containers (names, labels, health)."""
+    now = now or timezone.now()
+    agent = agent_seen(host=host, now=now)
+    Agent.objects.filter(pk=agent.pk).update(inventory=containers, inventory_at=now)
+    agent.inventory = containers
+    return agent
+
+
+@dataclass
+class HandOver:
+    """A job handed to an agent: what its executor needs, and the claim it must echo back."""
+
+    job: int
+    claim: int
+    attempt: int
+    action: str
+    target: str
+    params: dict[str, Any]
+    labels: dict[str, str]
+    alertname: str
+    fingerprint: str
+    lease_seconds: int
+    timeout_seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "claim": self.claim,
+            "attempt": self.attempt,
+            "action": self.action,
+            "target": self.target,
+            "params": self.params,
+            "labels": self.labels,
+            "alertname": self.alertname,
+            "fingerprint": self.fingerprint,
+            "lease_seconds": self.lease_seconds,
+            "timeout_seconds": self.timeout_seconds,
+        }
+
+
+def _hand_over_one(*, host: str) -> HandOver | None | bool:
+    """Claim one due job of the host; a job the guards stop is settled here (returns True)."""
+    job = job_claim(worker=agent_worker(host), hosts=(host,))
+    if job is None:
+        return None
+    # Until the agent starts the action, a short hand-over lease: an agent that vanished while its
+    # long poll was answered (the answer is lost) gives the job back within seconds, not a full lease.
+    job.lease_expires_at = timezone.now() + timedelta(
+        seconds=min(settings.AUTOHEAL_LEASE_SECONDS, HANDOVER_LEASE_SECONDS)
+    )
+    Job.objects.filter(pk=job.pk, state=Job.State.RUNNING, started_at=None).update(
+        lease_expires_at=job.lease_expires_at
+    )
+    limits = safety.limits_from_settings()
+    # The same decision the worker reads before any Docker call: kill switch, dry-run, pause,
+    # budget, cooldown, backoff, breaker. A job that may not run never reaches the agent.
+    decision = job_decision(job=job, alert=job.alert, row=Switch.objects.current(), now=timezone.now(), limits=limits)
+    if decision.verdict in ("skip", "delay"):
+        job_settle(job=job, decision=decision, limits=limits)
+        return True
+    spec = job_spec(job)
+    try:
+        timeout = timeout_for(spec, default=DEFAULT_TIMEOUT)
+    except NotAllowed as exc:
+        job_settle(job=job, decision=Decision("skip", "not_allowed", str(exc)), limits=limits)
+        return True
+    return HandOver(
+        job=job.pk,
+        claim=job.attempts,
+        attempt=job.attempt,
+        action=spec.action,
+        target=spec.target,
+        params=spec.params,
+        labels=spec.labels,
+        alertname=spec.alertname,
+        fingerprint=spec.fingerprint,
+        lease_seconds=settings.AUTOHEAL_LEASE_SECONDS,
+        timeout_seconds=timeout,
+    )
+
+
+class _JobNotifier(threading.Thread):
+    """One LISTEN per web process, shared by every waiting long poll (not one connection each).
+
+    Each notification of committed jobs bumps a generation number; a poll reads the generation
+    before it looks at the queue and waits for it to change, so a job committed in between is never
+    missed. Without PostgreSQL (or while the listener is not connected) polls wait in short steps.
+    """
+
+    def __init__(self, dbname: str) -> None:
+        super().__init__(name="fleet-job-notifier", daemon=True)
+        self.dbname = dbname
+        self.generation = 0
+        self.connected = False
+        self.changed = threading.Condition()
+
+    def run(self) -> None:
+        import psycopg
+
+        while True:
+            try:
+                s = connection.settings_dict
+                params = {
+                    "dbname": self.dbname,
+                    "user": s.get("USER") or None,
+                    "password": s.get("PASSWORD") or None,
+                    "host": s.get("HOST") or None,
+                    "port": str(s["PORT"]) if s.get("PORT") else None,
+                }
+                conninfo = psycopg.conninfo.make_conninfo(**{k: v for k, v in params.items() if v})
+                with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self.connected = True
+                    self._bump()  # anything committed while it was not listening is looked at
+                    for _ in conn.notifies():
+                        self._bump()
+            except Exception as exc:
+                logger.warning("fleet job notifier lost its connection (%s); reconnecting", type(exc).__name__)
+            self.connected = False
+            time.sleep(1.0)
+
+    def _bump(self) -> None:
+        with self.changed:
+            self.generation += 1
+            self.changed.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> None:
+        """Until the generation moves past ``seen`` or ``timeout`` passes (short steps if offline)."""
+        with self.changed:
+            self.changed.wait_for(
+                lambda: self.generation != seen, timeout=timeout if self.connected else min(timeout, 0.5)
+            )
+
+
+_notifier: _JobNotifier | None = None
+_notifier_lock = threading.Lock()
+
+
+def _job_notifier() -> _JobNotifier | None:
+    """The process's notifier, started with the first long poll (PostgreSQL only)."""
+    global _notifier
+    if connection.vendor != "postgresql":
+        return None
+    with _notifier_lock:
+        if _notifier is None or not _notifier.is_alive():
+            # Read here, in a request thread: tests run against test_<name>, which Django set.
+            _notifier = _JobNotifier(str(connection.settings_dict.get("NAME") or ""))
+            _notifier.start()
+        return _notifier
+
+
+def agent_job_next(*, host: str, wait_seconds: float) -> HandOver | None:
+    """Long poll: the next job placed on the host, waiting up to ``wait_seconds`` for one."""
+    deadline = time.monotonic() + wait_seconds
+    # Started with the first poll that has to wait (a poll that finds work never needs it).
+    notifier = _notifier if _notifier is not None and _notifier.is_alive() else None
+    touched = 0.0
+    while True:
+        seen = notifier.generation if notifier is not None else -1
+        if time.monotonic() - touched > SEEN_EVERY_SECONDS:
+            # "Last seen" needs seconds, not every wake-up: one write per few seconds of poll.
+            agent_seen(host=host)
+            touched = time.monotonic()
+        found = _hand_over_one(host=host)
+        if isinstance(found, HandOver):
+            return found
+        if found is True:
+            continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        if POOLED and not connection.in_atomic_block:
+            # While it waits the poll holds no connection of its own: it goes back to the pool
+            # for other requests (without a pool, reconnecting would only add a connection
+            # set-up to every hand-over).
+            connection.close()
+        if notifier is None:
+            notifier = _job_notifier()
+        # Bounded wait: a job whose not_before passes (backoff) is picked up within a second. A
+        # notifier just started answers at once (seen is -1), so the queue is looked at again.
+        if notifier is not None:
+            notifier.wait(seen, min(left, 1.0))
+        else:
+            time.sleep(min(left, 0.5))
+
+
+def _owned(job: Job | None, *, host: str, what: str, job_id: int) -> Job:
+    if job is None:
+        raise Conflict(f"there is no job {job_id}")
+    if job.host != host:
+        agent_refused(host=host, what=what, job_id=job_id, other_host=job.host)
+        raise Forbidden(f"job {job_id} is not placed on host {host}")
+    return job
+
+
+def agent_job_start(*, host: str, job_id: int, claim: int) -> dict[str, Any]:
+    """The agent is about to act: decide every guard again under the switch lock, mark it started.
+
+    Answers ``{"go": true}`` (``action_started`` is written) or ``{"go": false, "reason"}`` (the job
+    was settled: skipped, delayed or dry run). Conflict when the lease is no longer this agent's.
+    """
+    limits = safety.limits_from_settings()
+    worker = agent_worker(host)
+    # Checked (and a refusal audited) outside the start's transaction, which a refusal rolls back.
+    _owned(Job.objects.filter(pk=job_id).first(), host=host, what="start", job_id=job_id)
+    with transaction.atomic():
+        row = safety.switch_locked()
+        now = timezone.now()
+        current = Job.objects.select_related("alert", "policy").get(pk=job_id)
+        if current.state != Job.State.RUNNING or current.lease_owner != worker or current.attempts != claim:
+            raise Conflict(f"job {job_id} is no longer leased to this agent (state {current.state})")
+        if current.started_at is not None:
+            return {"go": True, "probe": bool((current.result or {}).get("probe"))}
+        decision = job_decision(job=current, alert=current.alert, row=row, now=now, limits=limits)
+        if decision.verdict != "run":
+            outcome = job_settle(job=current, decision=decision, limits=limits)
+            return {"go": False, "reason": decision.reason or decision.verdict, "state": outcome.state}
+        current.started_at = now
+        current.lease_expires_at = now + timedelta(seconds=settings.AUTOHEAL_LEASE_SECONDS)
+        current.result = {"probe": decision.probe}
+        current.save(update_fields=["started_at", "lease_expires_at", "result"])
+        audit_record(
+            kind="action_started",
+            message=f"{current.action} {current.target} on {host}".strip(),
+            data={
+                "job": current.pk,
+                "action": current.action,
+                "attempt": current.attempt,
+                "try": current.attempts,
+                "probe": decision.probe,
+                **host_data(current),
+            },
+            **audit_base(current),
+        )
+        if is_destructive(current.action) and not decision.probe:
+            trip_if_over(row=row, now=now, limits=limits, counting_start=True)
+    return {"go": True, "probe": decision.probe}
+
+
+def agent_job_refuse(*, host: str, job_id: int, claim: int, detail: str, reason: str = "not_allowed") -> str:
+    """The agent's executor check refused the target: not_allowed (not opted in, Autoheal itself),
+    target_missing or ambiguous_target (no such container on the host, or several), as the worker's."""
+    current = _owned(
+        Job.objects.select_related("alert", "policy").filter(pk=job_id).first(), host=host, what="refuse", job_id=job_id
+    )
+    if current.state != Job.State.RUNNING or current.lease_owner != agent_worker(host) or current.attempts != claim:
+        raise Conflict(f"job {job_id} is no longer leased to this agent")
+    if current.started_at is not None:
+        raise Conflict(f"job {job_id} already started: report its outcome instead")
+    outcome = job_settle(
+        job=current, decision=Decision("skip", reason, detail[:500]), limits=safety.limits_from_settings()
+    )
+    return outcome.state
+
+
+def agent_job_heartbeat(*, host: str, job_id: int, claim: int) -> bool:
+    """Renew the lease of a job this agent is acting on; False when it is no longer the agent's."""
+    job = _owned(Job.objects.filter(pk=job_id).first(), host=host, what="heartbeat", job_id=job_id)
+    agent_seen(host=host)
+    renewed = Job.objects.filter(
+        pk=job.pk, state=Job.State.RUNNING, lease_owner=agent_worker(host), attempts=claim
+    ).update(lease_expires_at=timezone.now() + timedelta(seconds=settings.AUTOHEAL_LEASE_SECONDS))
+    return renewed == 1
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What the central did with a report: applied, late, ignored; duplicate for a resend."""
+
+    disposition: str
+    duplicate: bool
+    state: str
+
+
+def agent_job_report(
+    *,
+    host: str,
+    job_id: int,
+    attempt: int,
+    claim: int,
+    ok: bool,
+    transient: bool,
+    detail: str,
+    output: dict[str, Any],
+    duration_seconds: float | None,
+) -> ReportResult:
+    """Record an agent's outcome once per (job, attempt, claim) and apply it to the job once."""
+    job = _owned(
+        Job.objects.select_related("alert", "policy").filter(pk=job_id).first(), host=host, what="report", job_id=job_id
+    )
+    if job.attempt != attempt:
+        raise Conflict(f"job {job_id} is attempt {job.attempt}, not {attempt}")
+    worker = agent_worker(host)
+    agent_seen(host=host)
+    try:
+        with transaction.atomic():
+            current = Job.objects.select_for_update(of=("self",)).select_related("alert", "policy").get(pk=job_id)
+            # A report before the start is a check that could not reach Docker (retried like the
+            # worker's); after it, the action's outcome.
+            mine = current.lease_owner == worker and current.attempts == claim
+            if mine and current.state == Job.State.RUNNING:
+                disposition = "applied"
+            elif mine and current.state == Job.State.UNKNOWN:
+                disposition = "late"
+            else:
+                disposition = "ignored"
+            AgentReport.objects.create(
+                job=current,
+                host=host,
+                attempt=attempt,
+                claim=claim,
+                ok=ok,
+                detail=detail[:4000],
+                payload={"transient": transient, "output": output, "duration_seconds": duration_seconds},
+                disposition=disposition,
+            )
+            if disposition != "ignored":
+                probe = bool((current.result or {}).get("probe"))
+                outcome = job_finish(
+                    job=current,
+                    result=ExecResult(ok=ok, transient=transient, detail=detail[:4000], output=output),
+                    started=duration_seconds,
+                    probe=probe,
+                )
+                return ReportResult(disposition=disposition, duplicate=False, state=outcome.state)
+            return ReportResult(disposition=disposition, duplicate=False, state=current.state)
+    except IntegrityError:
+        first = AgentReport.objects.get(job_id=job_id, attempt=attempt, claim=claim)
+        state = Job.objects.filter(pk=job_id).values_list("state", flat=True).first() or ""
+        return ReportResult(disposition=first.disposition, duplicate=True, state=state)
+
+
+def jobs_host_offline(*, now: datetime | None = None) -> int:
+    """Jobs waiting for a host with no connected agent past AUTOHEAL_AGENT_JOB_TTL_SECONDS: skipped."""
+    now = now or timezone.now()
+    waited = now - timedelta(seconds=settings.AUTOHEAL_AGENT_JOB_TTL_SECONDS)
+    connected_since = now - timedelta(seconds=settings.AUTOHEAL_AGENT_CONNECTED_SECONDS)
+    online = set(Agent.objects.filter(last_seen__gte=connected_since).values_list("host", flat=True))
+    stale = (
+        Job.objects.filter(state=Job.State.QUEUED, not_before__lt=waited)
+        .exclude(host__in=local_hosts())
+        .exclude(host__in=online)
+    )
+    if not stale.exists():
+        return 0
+    done = 0
+    limits = safety.limits_from_settings()
+    with transaction.atomic():
+        locked = stale.select_related("alert", "policy").order_by("id")
+        if connection.vendor == "postgresql":
+            locked = locked.select_for_update(skip_locked=True, of=("self",))
+        for job in list(locked[:OFFLINE_BATCH]):
+            seconds = settings.AUTOHEAL_AGENT_JOB_TTL_SECONDS
+            job_settle(
+                job=job,
+                decision=Decision(
+                    "skip",
+                    HOST_OFFLINE,
+                    f"no agent of host {job.host} took the job within {seconds}s (AUTOHEAL_AGENT_JOB_TTL_SECONDS)",
+                ),
+                limits=limits,
+            )
+            done += 1
+    return done
