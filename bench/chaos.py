@@ -47,6 +47,8 @@ from bench.procs import BENCH_TOKEN, ROOT, VENV_BIN, free_port, server_env
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 IMAGE = "autoheal-chaos-busybox:latest"
 CONTAINERS = 4
+# The events that end an action try (what happened to it); others recorded during a try do not.
+TRY_END_KINDS = frozenset({"action_ok", "action_fail", "action_retry", "action_unknown", "action_skipped"})
 WEBHOOK_HEADERS = {
     "Content-Type": "application/json",
     "User-Agent": "Alertmanager/0.25.0",
@@ -926,8 +928,9 @@ class Campaign:
     def _tries(self) -> dict[str, list[tuple[int, float, float]]]:
         """Per container: each restart try as (job, started, ended) in epoch seconds.
 
-        A try begins at an ``action_started`` and ends at that job's next event (ok, fail, retry,
-        unknown); a try that never ended is open until now.
+        A try begins at an ``action_started`` and ends at that job's next outcome (ok, fail, retry,
+        unknown, skipped); events recorded during the try (``evidence_captured`` before the action,
+        silences) do not end it. A try that never ended is open until now.
         """
         rows = self.query(
             "SELECT e.target, (e.data->>'job')::int, e.kind, extract(epoch FROM e.ts)::float8 FROM audit_auditevent e "
@@ -936,7 +939,7 @@ class Campaign:
         tries: dict[str, list[tuple[int, float, float]]] = {}
         open_tries: dict[int, tuple[str, float]] = {}
         for target, job, kind, ts in rows:
-            if job in open_tries:
+            if job in open_tries and kind in TRY_END_KINDS:
                 name, started = open_tries.pop(job)
                 tries.setdefault(name, []).append((job, started, ts))
             if kind == "action_started":

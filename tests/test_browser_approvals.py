@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,12 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.browser, pyte
 
 @pytest.fixture(scope="module")
 def web(django_db_setup: Any, django_db_blocker: Any) -> Iterator[LiveWeb]:
-    with django_db_blocker.unblock(), live_web(AUTOHEAL_RATE_LIMIT="100000/60s") as server:
+    # The operator allows the program the approved command runs (approval decides every guard).
+    allow = shutil.which("touch") or "/usr/bin/touch"
+    with (
+        django_db_blocker.unblock(),
+        live_web(AUTOHEAL_RATE_LIMIT="100000/60s", AUTOHEAL_COMMAND_ALLOW=allow) as server,
+    ):
         yield server
 
 
@@ -51,10 +57,11 @@ def _cookie(web: LiveWeb, value: str) -> list[dict[str, str]]:
 
 
 def test_an_admin_approves_and_denies_on_ops_with_a_reason_and_ops_only_sees_the_jobs(
-    web: LiveWeb, tmp_path: Path, artifacts_dir: Path
+    web: LiveWeb, tmp_path: Path, artifacts_dir: Path, settings: Any
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    settings.AUTOHEAL_COMMAND_ALLOW = [shutil.which("touch") or "/usr/bin/touch"]
     marker = tmp_path / "ran"
     policy = make_policy(action="command", params={"argv": ["touch", str(marker)]}, mode="approve")
     first = make_job(policy=policy, alert=make_alert())
