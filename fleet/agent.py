@@ -280,6 +280,9 @@ class FleetAgent:
             alertname=job.get("alertname", ""),
             fingerprint=job.get("fingerprint", ""),
             job_id=job_id,
+            # Evidence is recorded in the central's audit trail; an agent has no database, so a job
+            # it runs keeps none (see docs/interface.md, "The fleet").
+            capture_evidence=False,
         )
         self.lease_seconds = float(job.get("lease_seconds") or self.lease_seconds)
         base = {"claim": claim, "attempt": int(job["attempt"])}

@@ -30,7 +30,7 @@ def _wanted(spec: JobSpec) -> tuple[bool, str]:
     """
     from remediation.models import Job
 
-    if spec.job_id is None:
+    if spec.job_id is None or spec.capture_evidence is False:
         return False, ""
     row = Job.objects.filter(pk=spec.job_id).values_list("policy__capture_evidence", "policy_name").first()
     if row is None:

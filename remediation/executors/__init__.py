@@ -52,6 +52,9 @@ class JobSpec:
     alertname: str = ""
     fingerprint: str = ""
     job_id: int | None = None
+    # Evidence before a Docker action: None lets the job's policy decide (read from the database);
+    # False keeps none (a fleet agent has no database to record it in).
+    capture_evidence: bool | None = None
 
 
 @dataclass(frozen=True)
