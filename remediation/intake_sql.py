@@ -46,12 +46,15 @@ def _values(objs: Sequence[Model], fields: list[Any]) -> tuple[str, list[Any]]:
 
 
 def _as_datetime(value: Any) -> datetime:
-    if isinstance(value, str):  # SQLite returns text
+    """A returned timestamp as an aware datetime (SQLite gives naive UTC, or text)."""
+    if isinstance(value, str):
         parsed = parse_datetime(value)
         if parsed is None:
             raise ValueError(f"unreadable timestamp {value!r}")
-        value = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return value  # type: ignore[no-any-return]
+        value = parsed
+    if not isinstance(value, datetime):
+        raise TypeError(f"not a timestamp: {value!r}")
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _policy_version_sql() -> str:
