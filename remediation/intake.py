@@ -7,26 +7,24 @@ whole hand-over to the workers.
 
 from __future__ import annotations
 
-import functools
 import logging
-import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
 from audit.services import audit_record_many
 from autoheal_site.utc import iso_utc
 from fleet.placement import Placer
 from remediation import wakeup
+from remediation.intake_sql import Stored, incidents_upsert, jobs_insert
 from remediation.models import Alert, Job
 from remediation.payload import Delivery, IncomingAlert, PayloadError, parse_delivery
 from remediation.planning import plan_alert
-from remediation.policies import policy_rules
+from remediation.policies import policy_rules_at
 from remediation.routing import PolicyRule
 
 logger = logging.getLogger(__name__)
@@ -60,11 +58,14 @@ def _is_audited_duplicate(repeat: int) -> bool:
 def alert_ingest(*, payload: Mapping[str, Any], source: str = "alertmanager", actor: str = "") -> IngestResult:
     """Store one webhook v4 delivery durably and queue the jobs its new incidents call for.
 
-    One transaction for the whole delivery, a constant number of queries whatever its size:
+    One transaction for the whole delivery, a constant number of statements whatever its size
+    (``remediation.intake_sql``): one upsert for its incidents, one INSERT for its jobs (with the
+    workers' NOTIFY, delivered on commit), one for its audit events, then the commit:
 
     - every alert is one incident per (fingerprint, startsAt), enforced by the database
-      (``alert_one_incident``) and safe across processes: rows are inserted with ON CONFLICT DO
-      NOTHING and re-read under a row lock;
+      (``alert_one_incident``) and safe across processes: the upsert (INSERT ... ON CONFLICT DO
+      UPDATE) inserts a new incident or counts the delivery on the existing one and locks it, and
+      tells which it was, so of two concurrent deliveries of one alert exactly one sees it new;
     - the first delivery of an incident audits ``alert_received`` and, if it is firing, routes it:
       ``action_queued`` per queued job, ``action_skipped`` (reason ``not_allowed``) for a matching
       policy whose target cannot be rendered, or ``no_policy``;
@@ -95,9 +96,7 @@ def _new_row(alert: IncomingAlert, *, source: str, now: datetime) -> Alert:
         source=source,
         received_at=now,
         last_received_at=now,
-        # 0 marks "inserted by this transaction": a committed row always has 1 or more, and
-        # nobody else can see or update this row before we commit.
-        deliveries=0,
+        deliveries=1,
     )
 
 
@@ -111,25 +110,24 @@ def _ingest(delivery: Delivery, *, source: str, actor: str) -> IngestResult:
     with transaction.atomic():
         if delivery.truncated_alerts:
             events.append(_truncated_event(delivery, actor))
-        Alert.objects.bulk_create([_new_row(a, source=source, now=now) for a in alerts], ignore_conflicts=True)
-        lookup = functools.reduce(operator.or_, (Q(fingerprint=fp, starts_at=st) for fp, st in (a.key for a in alerts)))
-        rows = {
-            (row.fingerprint, row.starts_at): row
-            for row in Alert.objects.select_for_update().filter(lookup).order_by("fingerprint", "starts_at")
-        }
+        candidates = [_new_row(a, source=source, now=now) for a in alerts]
+        # One statement: new incidents inserted, known ones counted and locked, policy version read.
+        stored, policy_version = incidents_upsert(candidates)
         fresh_firing: list[tuple[IncomingAlert, Alert]] = []
         closing: list[Alert] = []
-        for alert in alerts:
-            row = rows[alert.key]
+        for alert, row in zip(alerts, candidates, strict=True):
+            known = stored[alert.key]
+            row.pk = known.pk
+            row._state.adding = False
             base = {"alertname": alert.alertname, "fingerprint": alert.fingerprint, "actor": actor}
-            if row.deliveries == 0:
+            if known.previous_deliveries == 0:
                 accepted += 1
                 events.append({**base, **_received_event(alert, delivery, source)})
                 if alert.status == Alert.Status.RESOLVED:
                     events.append({**base, **_resolved_event(row)})
                 else:
                     fresh_firing.append((alert, row))
-            elif alert.status == Alert.Status.RESOLVED and row.status == Alert.Status.FIRING:
+            elif alert.status == Alert.Status.RESOLVED and known.status == Alert.Status.FIRING:
                 accepted += 1
                 row.status = Alert.Status.RESOLVED
                 row.ends_at = alert.ends_at or now
@@ -138,27 +136,26 @@ def _ingest(delivery: Delivery, *, source: str, actor: str) -> IngestResult:
                 events.append({**base, **_resolved_event(row)})
             else:
                 duplicates += 1
-                stale = alert.status == Alert.Status.FIRING and row.status == Alert.Status.RESOLVED
-                if stale or _is_audited_duplicate(row.deliveries):
-                    events.append({**base, **_duplicate_event(alert, row, stale=stale)})
-        Alert.objects.filter(pk__in=[row.pk for row in rows.values()]).update(
-            deliveries=F("deliveries") + 1, last_received_at=now
-        )
+                stale = alert.status == Alert.Status.FIRING and known.status == Alert.Status.RESOLVED
+                if stale or _is_audited_duplicate(known.previous_deliveries):
+                    events.append({**base, **_duplicate_event(alert, known, stale=stale)})
         if closing:
             Alert.objects.bulk_update(closing, ["status", "ends_at", "resolved_at"])
         if fresh_firing:
-            rules = policy_rules()
+            rules = policy_rules_at(policy_version)
             placer = Placer()
             for alert, row in fresh_firing:
                 jobs.extend(_route(alert, row, rules, events, actor=actor, now=now, placer=placer))
         if jobs:
             # Each incident here is new and locked by this transaction: no job can exist for it yet.
-            Job.objects.bulk_create(jobs)
+            # On PostgreSQL the INSERT also sends the workers' NOTIFY, delivered on commit.
+            channel = wakeup.CHANNEL if wakeup.transport() == "postgres" else None
+            jobs_insert(jobs, notify_channel=channel)
+            transaction.on_commit(wakeup.wake_local if channel else wakeup.notify_jobs)
             for event in events:
                 job = event.pop("_job", None)
                 if job is not None:
                     event["data"]["job"] = job.pk
-            transaction.on_commit(wakeup.notify_jobs)
         if events:
             audit_record_many(events)
     return IngestResult(accepted=accepted, duplicates=duplicates, jobs=len(jobs))
@@ -301,8 +298,8 @@ def _resolved_event(row: Alert) -> dict[str, Any]:
     }
 
 
-def _duplicate_event(alert: IncomingAlert, row: Alert, *, stale: bool) -> dict[str, Any]:
-    delivery_number = row.deliveries + 1
+def _duplicate_event(alert: IncomingAlert, known: Stored, *, stale: bool) -> dict[str, Any]:
+    delivery_number = known.previous_deliveries + 1
     if stale:
         message = "a firing delivery arrived after the incident resolved; it stays resolved"
     else:
@@ -312,7 +309,7 @@ def _duplicate_event(alert: IncomingAlert, row: Alert, *, stale: bool) -> dict[s
         "message": message,
         "data": {
             "status": alert.status,
-            "incident_status": row.status,
+            "incident_status": known.status,
             "starts_at": iso_utc(alert.starts_at),
             "deliveries": delivery_number,
             "stale": stale,

@@ -34,6 +34,7 @@ __all__ = [
     "policy_delete",
     "policy_rule",
     "policy_rules",
+    "policy_rules_at",
     "policy_save",
     "policy_validate",
 ]
@@ -67,6 +68,28 @@ def policy_rules() -> list[PolicyRule]:
             rules.append(policy_rule(policy))
         except (MatcherError, TemplateError, TypeError) as exc:
             logger.error("policy %s is invalid and is skipped: %s", policy.name, exc)
+    return rules
+
+
+# This process's rules and the policies' version they were read at (see ``policy_rules_at``).
+_cached_rules: tuple[str, tuple[PolicyRule, ...]] | None = None
+
+
+def policy_rules_at(version: str | None) -> tuple[PolicyRule, ...]:
+    """The enabled policies as routing rules, from this process's cache while ``version`` holds.
+
+    ``version`` is a digest of the policy rows' versions that the caller read in one of its own
+    statements (``remediation.intake_sql``): any committed save, delete, import or edit by any
+    process changes it, so a stale cache is never used. The rules are read after the version, so
+    they are never older than it. ``None`` (no version available) reads them every time.
+    """
+    global _cached_rules
+    cached = _cached_rules
+    if version is not None and cached is not None and cached[0] == version:
+        return cached[1]
+    rules = tuple(policy_rules())
+    if version is not None:
+        _cached_rules = (version, rules)
     return rules
 
 

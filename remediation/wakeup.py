@@ -7,6 +7,8 @@ Three transports, chosen by ``AUTOHEAL_WAKEUP`` (``auto`` picks the first that a
 - ``redis``: publish on the ``autoheal:jobs`` channel; workers subscribe (needs ``REDIS_URL``);
 - ``local``: an in-process event, for the all-in-one mode on SQLite.
 
+Intake sends the PostgreSQL notification inside its job INSERT (``remediation.intake_sql``), so it
+leaves with the commit and costs no round trip of its own; ``notify_jobs`` is for everything else.
 The in-process event is always set too, and workers still poll every few seconds as a safety net:
 a lost notification only delays a job, it never loses it (the job is durable in the database).
 """

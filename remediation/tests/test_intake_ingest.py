@@ -221,6 +221,10 @@ def test_ingest_cost_does_not_grow_with_the_number_of_alerts(
     fixture_json: Callable[[str], dict[str, Any]], django_assert_num_queries: Any
 ) -> None:
     make_policy("restart-oom", ['alertname=~"ContainerOOMKilled|AutohealTestFlag"'])
+    payload = fixture_json("single-firing.json")
+    alert_ingest(
+        payload={**payload, "alerts": [{**payload["alerts"][0], "fingerprint": "f" * 16}]}
+    )  # reads the policies
     with CaptureQueriesContext(connection) as one:
         alert_ingest(payload=fixture_json("single-firing.json"))
     with django_assert_num_queries(len(one.captured_queries)):
