@@ -63,7 +63,7 @@ def test_a_new_delivery_is_four_statements_whatever_its_size(
             result = alert_ingest(payload=payload)
         assert result.jobs == jobs
         upsert, inventories, jobs_sql, audit_sql = statements(captured)
-        assert inventories.startswith('SELECT') and '"fleet_agent"' in inventories
+        assert inventories.startswith("SELECT") and '"fleet_agent"' in inventories
         assert upsert.startswith('WITH stored AS (INSERT INTO "remediation_alert"')
         assert "ON CONFLICT" in upsert
         assert jobs_sql.startswith('INSERT INTO "remediation_job"') and "pg_notify" in jobs_sql
