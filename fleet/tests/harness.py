@@ -26,23 +26,13 @@ from typing import Any
 import docker
 import requests
 
+from remediation.tests.exec_helpers import stop_process
+
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = os.environ.get("AUTOHEAL_TEST_IMAGE", "autoheal-test-busybox:latest")
 # The agents are given a database that cannot exist: any query would fail their run.
 NO_DATABASE = "postgres://nobody@127.0.0.1:1/no_database_for_agents"
 WEBHOOK_TOKEN = "fleet-test-webhook-token-0123456789abcdef"
-
-
-def stop_pid(process: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-    """Stop a process started here, by its PID; kill it if it does not exit in time."""
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-    return process.returncode
 
 
 class DockerHost:
@@ -119,7 +109,7 @@ class DockerHost:
                 self.clear()
             self.client.close()
         if self.process is not None:
-            stop_pid(self.process, timeout=20)
+            stop_process(self.process, timeout=20)
         subprocess.run(["umount", f"{self.dir}/exec/netns/default"], capture_output=True, check=False)
 
 
@@ -240,7 +230,7 @@ class FleetCentral:
 
     def stop(self) -> None:
         for process in reversed(self.processes):
-            stop_pid(process)
+            stop_process(process)
         self.processes.clear()
 
 
@@ -284,7 +274,7 @@ class FleetAgents:
         return process
 
     def stop(self, name: str, *, sig: int = signal.SIGTERM) -> int:
-        return stop_pid(self.processes.pop(name), sig=sig)
+        return stop_process(self.processes.pop(name), sig=sig)
 
     def stop_all(self) -> None:
         for name in list(self.processes):
