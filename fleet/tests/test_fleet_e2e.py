@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +303,14 @@ def test_sigterm_mid_action_lets_the_action_finish_and_be_reported_then_the_agen
     assert AuditEvent.objects.get(kind="action_ok", data__job=job.pk).data["host"] == "A"
 
 
+def restart_began(host: Any, name: str, since: datetime) -> bool:
+    """Whether the engine has sent the container its stop signal since ``since`` (a restart began)."""
+    events = host.client.api.events(
+        since=since, until=datetime.now(UTC), filters={"container": name, "event": "kill"}, decode=True
+    )
+    return any(True for _ in events)
+
+
 def test_an_agent_that_lost_the_network_reports_when_it_is_back_and_the_report_is_applied_once(
     hosts: DockerHosts, fleet: Any
 ) -> None:
@@ -317,8 +326,12 @@ def test_an_agent_that_lost_the_network_reports_when_it_is_back_and_the_report_i
             what="agent A connected through the proxy",
         )
 
+        since = datetime.now(UTC) - timedelta(seconds=1)
         central.alert({"alertname": "SlowDown", "container": "slow", "host": "A"})
         job = wait_for(lambda: Job.objects.filter(policy_name="SlowDown", started_at__isnull=False).first())
+        # Cut only once the agent has had the central's go and begun the restart (the engine's
+        # SIGTERM to the container): cut earlier, the agent never acts, which is another case.
+        wait_for(lambda: restart_began(hosts["A"], "slow", since), what="the restart begun on the host")
         proxy.cut()  # heartbeats stop reaching the central: the lease runs out
         wait_for(lambda: Job.objects.filter(pk=job.pk, state="unknown").exists(), what="job unknown")
         wait_for(lambda: hosts["A"].started_at("slow") != before, what="the restart done on the host")
