@@ -172,6 +172,29 @@ def audit_record_many(items: list[dict[str, Any]]) -> list[AuditEvent]:
     return events
 
 
+def audit_pending_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """For a writer that stores its events in a statement of its own (intake's one INSERT for its
+    jobs and events): the events checked and in stored form, as ``AuditPending`` column values,
+    when they join the chain through the sealer here; None when they are chained inline, and the
+    writer must call ``audit_record_many`` instead.
+
+    The writer inserts exactly these rows into ``AuditPending`` in its transaction, then calls
+    ``audit_pending_stored``. Keys other than the columns (``_job`` in intake's events) are
+    dropped.
+    """
+    if chain_mode() != "sealer":
+        return None
+    return _normalise(items, timezone.now())
+
+
+def audit_pending_stored(rows: list[dict[str, Any]]) -> None:
+    """Say that ``rows`` (from ``audit_pending_rows``) were inserted in the current transaction:
+    the sealer is woken when it commits."""
+    if rows:
+        for hook in _pending_hooks:
+            transaction.on_commit(hook)
+
+
 def _record_pending(rows: list[dict[str, Any]]) -> list[AuditEvent]:
     # One INSERT, no lock, no counter row touched: concurrent writers never wait on each other.
     AuditPending.objects.bulk_create([AuditPending(**row) for row in rows])

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from audit.services import audit_record_many
+from audit.services import audit_pending_rows, audit_pending_stored, audit_record_many
 from autoheal_site.utc import iso_utc
 from fleet.placement import Placer
 from remediation import wakeup
-from remediation.intake_sql import Stored, incidents_upsert, jobs_insert
+from remediation.intake_sql import Stored, incidents_upsert, jobs_insert, pg_jobs_and_events
 from remediation.models import Alert, Job
 from remediation.payload import Delivery, IncomingAlert, PayloadError, parse_delivery
 from remediation.planning import plan_alert
@@ -81,23 +81,24 @@ def alert_ingest(*, payload: Mapping[str, Any], source: str = "alertmanager", ac
     return _ingest(delivery, source=source, actor=actor or source)
 
 
-def _new_row(alert: IncomingAlert, *, source: str, now: datetime) -> Alert:
+def _new_row(alert: IncomingAlert, *, source: str, now: datetime) -> dict[str, Any]:
+    """The column values of the incident this alert opens, if it is new (``deliveries=1``)."""
     resolved = alert.status == Alert.Status.RESOLVED
-    return Alert(
-        fingerprint=alert.fingerprint,
-        starts_at=alert.starts_at,
-        alertname=alert.alertname[:200],
-        status=alert.status,
-        labels=alert.labels,
-        annotations=alert.annotations,
-        generator_url=alert.generator_url,
-        ends_at=(alert.ends_at or now) if resolved else None,
-        resolved_at=now if resolved else None,
-        source=source,
-        received_at=now,
-        last_received_at=now,
-        deliveries=1,
-    )
+    return {
+        "fingerprint": alert.fingerprint,
+        "starts_at": alert.starts_at,
+        "alertname": alert.alertname[:200],
+        "status": alert.status,
+        "labels": alert.labels,
+        "annotations": alert.annotations,
+        "generator_url": alert.generator_url,
+        "ends_at": (alert.ends_at or now) if resolved else None,
+        "resolved_at": now if resolved else None,
+        "source": source,
+        "received_at": now,
+        "last_received_at": now,
+        "deliveries": 1,
+    }
 
 
 def _ingest(delivery: Delivery, *, source: str, actor: str) -> IngestResult:
@@ -106,34 +107,30 @@ def _ingest(delivery: Delivery, *, source: str, actor: str) -> IngestResult:
     alerts = sorted(delivery.alerts, key=lambda a: a.key)
     events: list[dict[str, Any]] = []
     accepted = duplicates = 0
-    jobs: list[Job] = []
+    jobs: list[dict[str, Any]] = []
     with transaction.atomic():
         if delivery.truncated_alerts:
             events.append(_truncated_event(delivery, actor))
         candidates = [_new_row(a, source=source, now=now) for a in alerts]
         # One statement: new incidents inserted, known ones counted and locked, policy version read.
         stored, policy_version = incidents_upsert(candidates)
-        fresh_firing: list[tuple[IncomingAlert, Alert]] = []
+        fresh_firing: list[tuple[IncomingAlert, int]] = []
         closing: list[Alert] = []
-        for alert, row in zip(alerts, candidates, strict=True):
+        for alert in alerts:
             known = stored[alert.key]
-            row.pk = known.pk
-            row._state.adding = False
             base = {"alertname": alert.alertname, "fingerprint": alert.fingerprint, "actor": actor}
             if known.previous_deliveries == 0:
                 accepted += 1
                 events.append({**base, **_received_event(alert, delivery, source)})
                 if alert.status == Alert.Status.RESOLVED:
-                    events.append({**base, **_resolved_event(row)})
+                    events.append({**base, **_resolved_event(alert.alertname, alert.starts_at, alert.ends_at or now)})
                 else:
-                    fresh_firing.append((alert, row))
+                    fresh_firing.append((alert, known.pk))
             elif alert.status == Alert.Status.RESOLVED and known.status == Alert.Status.FIRING:
                 accepted += 1
-                row.status = Alert.Status.RESOLVED
-                row.ends_at = alert.ends_at or now
-                row.resolved_at = now
-                closing.append(row)
-                events.append({**base, **_resolved_event(row)})
+                ends_at = alert.ends_at or now
+                closing.append(Alert(pk=known.pk, status=Alert.Status.RESOLVED, ends_at=ends_at, resolved_at=now))
+                events.append({**base, **_resolved_event(alert.alertname, alert.starts_at, ends_at)})
             else:
                 duplicates += 1
                 stale = alert.status == Alert.Status.FIRING and known.status == Alert.Status.RESOLVED
@@ -144,33 +141,58 @@ def _ingest(delivery: Delivery, *, source: str, actor: str) -> IngestResult:
         if fresh_firing:
             rules = policy_rules_at(policy_version)
             placer = Placer()
-            for alert, row in fresh_firing:
-                jobs.extend(_route(alert, row, rules, events, actor=actor, now=now, placer=placer))
-        if jobs:
-            # Each incident here is new and locked by this transaction: no job can exist for it yet.
-            # On PostgreSQL the INSERT also sends the workers' NOTIFY, delivered on commit.
-            channel = wakeup.CHANNEL if wakeup.transport() == "postgres" else None
-            jobs_insert(jobs, notify_channel=channel)
-            transaction.on_commit(wakeup.wake_local if channel else wakeup.notify_jobs)
-            for event in events:
-                job = event.pop("_job", None)
-                if job is not None:
-                    event["data"]["job"] = job.pk
-        if events:
-            audit_record_many(events)
+            for alert, alert_id in fresh_firing:
+                jobs.extend(_route(alert, alert_id, rules, events, actor=actor, now=now, placer=placer))
+        _store_jobs_and_events(jobs, events)
     return IngestResult(accepted=accepted, duplicates=duplicates, jobs=len(jobs))
+
+
+def _store_jobs_and_events(jobs: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
+    """Insert the jobs (waking the workers on commit) and the audit events naming them.
+
+    Each incident here is new and locked by this transaction: no job can exist for it yet. On
+    PostgreSQL the job INSERT also sends the workers' NOTIFY, delivered on commit; with the audit
+    sealer the jobs and the pending events are one statement (``intake_sql.pg_jobs_and_events``).
+    """
+    channel = wakeup.CHANNEL if jobs and wakeup.transport() == "postgres" else None
+    if jobs:
+        transaction.on_commit(wakeup.wake_local if channel else wakeup.notify_jobs)
+    if connection.vendor == "postgresql":
+        pending = audit_pending_rows(events)
+        if pending is not None:
+            for row, event in zip(pending, events, strict=True):
+                job = event.get("_job")
+                if job is not None:
+                    row["_job_alert"], row["_job_policy"] = job["alert_id"], job["policy_id"]
+            ids = pg_jobs_and_events(jobs, pending, notify_channel=channel)
+            if len(ids) != len(jobs):
+                raise RuntimeError(f"{len(jobs)} jobs inserted, {len(ids)} returned")
+            audit_pending_stored(pending)
+            return
+    if jobs:
+        models = [Job(**job) for job in jobs]
+        jobs_insert(models, notify_channel=channel)
+        by_key = {(job.alert_id, job.policy_id): job.pk for job in models}
+        for event in events:
+            job = event.get("_job")
+            if job is not None:
+                event["data"]["job"] = by_key[(job["alert_id"], job["policy_id"])]
+    for event in events:
+        event.pop("_job", None)
+    if events:
+        audit_record_many(events)
 
 
 def _route(
     alert: IncomingAlert,
-    row: Alert,
+    alert_id: int,
     rules: Sequence[PolicyRule],
     events: list[dict[str, Any]],
     *,
     actor: str,
     now: datetime,
     placer: Placer,
-) -> list[Job]:
+) -> list[dict[str, Any]]:
     base = {"alertname": alert.alertname, "fingerprint": alert.fingerprint, "actor": actor}
     planned = plan_alert(alert.labels, rules)
     if not planned:
@@ -221,20 +243,20 @@ def _route(
                 }
             )
             continue
-        job = Job(
-            policy_id=rule.policy_id,
-            policy_name=rule.name,
-            alert=row,
-            action=rule.action,
-            target=action.target,
-            host=placement.host,
-            params=dict(rule.params),
-            dry_run=rule.dry_run,
-            state=Job.State.QUEUED,
-            attempt=1,
-            queued_at=now,
-            not_before=now,
-        )
+        job = {
+            "policy_id": rule.policy_id,
+            "policy_name": rule.name,
+            "alert_id": alert_id,
+            "action": rule.action,
+            "target": action.target,
+            "host": placement.host,
+            "params": dict(rule.params),
+            "dry_run": rule.dry_run,
+            "state": Job.State.QUEUED,
+            "attempt": 1,
+            "queued_at": now,
+            "not_before": now,
+        }
         jobs.append(job)
         events.append(
             {
@@ -290,11 +312,11 @@ def _received_event(alert: IncomingAlert, delivery: Delivery, source: str) -> di
     return {"kind": "alert_received", "message": f"{alert.alertname or 'alert'} {alert.status}", "data": data}
 
 
-def _resolved_event(row: Alert) -> dict[str, Any]:
+def _resolved_event(alertname: str, starts_at: datetime, ends_at: datetime) -> dict[str, Any]:
     return {
         "kind": "alert_resolved",
-        "message": f"{row.alertname or 'alert'} resolved; incident closed",
-        "data": {"starts_at": iso_utc(row.starts_at), "ends_at": iso_utc(row.ends_at)},
+        "message": f"{alertname[:200] or 'alert'} resolved; incident closed",
+        "data": {"starts_at": iso_utc(starts_at), "ends_at": iso_utc(ends_at)},
     }
 
 

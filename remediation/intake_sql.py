@@ -1,29 +1,44 @@
 """The statements of one delivery: few round trips, each doing all rows at once.
 
 ``alert_ingest`` needs, per delivery, to insert the new incidents, lock and count the known ones,
-know which was which, read the policies, insert the jobs and wake the workers. Done with the ORM
-that is a round trip per step; here the incidents are one upsert (``INSERT ... ON CONFLICT DO
-UPDATE ... RETURNING``) that also reads the policies' version, and the jobs are one INSERT that
-also sends the workers' ``NOTIFY`` (PostgreSQL delivers it when the transaction commits, and never
-if it rolls back). Both statements run on PostgreSQL and SQLite (3.35 or later); only PostgreSQL
-has the policy version and the NOTIFY.
+know which was which, read the policies, insert the jobs, store the audit events and wake the
+workers. Done with the ORM that is a round trip per step and per-value work in Python for every
+column of every row. Here:
+
+- the incidents are one upsert (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``) that also
+  reads the policies' version;
+- on PostgreSQL with the audit sealer, the jobs and the delivery's audit events are ONE statement
+  (two data-modifying ``WITH`` parts: the job INSERT, whose new ids the event INSERT writes into
+  each ``action_queued`` event's ``data.job``), which also sends the workers' ``NOTIFY``
+  (PostgreSQL delivers it when the transaction commits, and never if it rolls back);
+- on PostgreSQL every statement takes its rows as ONE JSON parameter (``json_to_recordset``), so
+  the statement text is the same whatever the number of rows: it is prepared once per connection
+  and bound server side, and Python encodes the rows with the C JSON encoder instead of adapting
+  each value;
+- elsewhere (SQLite 3.35 or later) the same upsert and INSERT run with one placeholder per value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from functools import cache
 from typing import Any
 
+import psycopg
 from django.db import connection
-from django.db.models import Model
+from django.db.models import Field, Model
 from django.utils.dateparse import parse_datetime
 
-from remediation.models import Alert, Policy
+from audit.models import AuditPending
+from remediation.models import Alert, Job, Policy
 
-# Rows per statement: far below every parameter limit, and only a rare delivery has more alerts.
+# Rows per statement on SQLite: far below every parameter limit; only a rare delivery has more.
 CHUNK = 500
+# The key each JSON row carries for its position, so rows are inserted (and locked) in order.
+_ORD = "_ord"
 
 
 @dataclass(frozen=True)
@@ -37,12 +52,6 @@ class Stored:
 
 def _columns(model: type[Model]) -> list[Any]:
     return [f for f in model._meta.concrete_fields if not f.primary_key]
-
-
-def _values(objs: Sequence[Model], fields: list[Any]) -> tuple[str, list[Any]]:
-    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    params = [f.get_db_prep_save(getattr(obj, f.attname), connection=connection) for obj in objs for f in fields]
-    return ", ".join([row] * len(objs)), params
 
 
 def _as_datetime(value: Any) -> datetime:
@@ -64,38 +73,185 @@ def _policy_version_sql() -> str:
     return f"(SELECT md5(COALESCE(string_agg(id::text || ':' || xmin::text || '@' || ctid::text, ',' ORDER BY id), '')) FROM {table})"  # noqa: S608  # nosec B608: only the quoted table name
 
 
-def incidents_upsert(rows: Sequence[Alert]) -> tuple[dict[tuple[str, datetime], Stored], str | None]:
+# --- PostgreSQL: rows as one JSON parameter, prepared statements --------------------------------
+
+
+class _PreparedCursor(psycopg.Cursor[Any]):
+    """Server-side binding, and the statement prepared on first use (its text never varies)."""
+
+    def execute(
+        self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool | None = None
+    ) -> Any:
+        return super().execute(query, params, prepare=True if prepare is None else prepare, binary=binary)
+
+
+def _pg_fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Run one statement on the request's connection, through Django's cursor wrappers (so query
+    logging, counting and error translation apply), bound server side and prepared."""
+    connection.ensure_connection()
+    raw: Any = _PreparedCursor(connection.connection)
+    cursor = connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
+    with cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _json_rows(rows: Sequence[Mapping[str, Any]]) -> str:
+    return json.dumps([{**row, _ORD: n} for n, row in enumerate(rows)], default=_json_default, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class _Recordset:
+    """A model's columns as ``json_to_recordset`` reads them, and the values of unset columns."""
+
+    names: str  # the quoted column list
+    select: str  # r."col", ... in the same order
+    definition: str  # "col" type, ..., "_ord" integer
+    defaults: dict[str, Any]  # column -> stored form of the field's default
+
+
+def _stored_default(field: Field[Any, Any]) -> Any:
+    value = field.get_default()
+    return value if isinstance(value, dict | list) else field.get_db_prep_save(value, connection=connection)
+
+
+@cache
+def _recordset(model: type[Model]) -> _Recordset:
+    fields = _columns(model)
+    quote = connection.ops.quote_name
+    return _Recordset(
+        names=", ".join(quote(f.column) for f in fields),
+        select=", ".join(f"r.{quote(f.column)}" for f in fields),
+        definition=", ".join(f"{quote(f.column)} {f.db_type(connection)}" for f in fields) + f", {quote(_ORD)} integer",
+        defaults={f.column: _stored_default(f) for f in fields},
+    )
+
+
+def _full_rows(model: type[Model], rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    defaults = _recordset(model).defaults
+    return [{**defaults, **row} for row in rows]
+
+
+@cache
+def _pg_upsert_sql() -> str:
+    table = connection.ops.quote_name(Alert._meta.db_table)
+    rs = _recordset(Alert)
+    return (
+        f"WITH stored AS (INSERT INTO {table} ({rs.names}) "  # noqa: S608  # nosec B608: quoted names only
+        f"SELECT {rs.select} FROM json_to_recordset(%s::json) AS r({rs.definition}) ORDER BY r.{_ORD} "
+        "ON CONFLICT (fingerprint, starts_at) DO UPDATE SET "
+        f"deliveries = {table}.deliveries + 1, last_received_at = EXCLUDED.last_received_at "
+        "RETURNING id, fingerprint, starts_at, status, deliveries) "
+        f"SELECT stored.*, {_policy_version_sql()} FROM stored"
+    )
+
+
+@cache
+def _pg_jobs_events_sql(*, with_jobs: bool, notify: bool) -> str:
+    """The jobs and the audit events of a delivery in one statement.
+
+    An event that announces a job carries the job's (alert, policy) as ``_job_alert`` and
+    ``_job_policy`` (unique within a delivery: one job per policy and incident); the event INSERT
+    joins the new jobs on them and writes the job's id into ``data.job``.
+    """
+    quote = connection.ops.quote_name
+    ev = _recordset(AuditPending)
+    events_table = quote(AuditPending._meta.db_table)
+    event_def = f"{ev.definition}, _job_alert bigint, _job_policy bigint"
+    data = quote("data")
+    if not with_jobs:
+        return (
+            f"INSERT INTO {events_table} ({ev.names}) SELECT {ev.select} "  # noqa: S608  # nosec B608: quoted names only
+            f"FROM json_to_recordset(%s::json) AS r({event_def}) ORDER BY r.{_ORD} RETURNING NULL"
+        )
+    jb = _recordset(Job)
+    jobs_table = quote(Job._meta.db_table)
+    selected = ev.select.replace(
+        f"r.{data}",
+        f"CASE WHEN j.id IS NULL THEN r.{data} ELSE jsonb_set(r.{data}, '{{job}}', to_jsonb(j.id)) END",
+    )
+    returning = "id, alert_id, policy_id" + (", pg_notify(%s, '')" if notify else "")
+    return (
+        f"WITH j AS (INSERT INTO {jobs_table} ({jb.names}) SELECT {jb.select} "  # noqa: S608  # nosec B608: quoted names only
+        f"FROM json_to_recordset(%s::json) AS r({jb.definition}) ORDER BY r.{_ORD} RETURNING {returning}), "
+        f"e AS (INSERT INTO {events_table} ({ev.names}) SELECT {selected} "
+        f"FROM json_to_recordset(%s::json) AS r({event_def}) "
+        "LEFT JOIN j ON j.alert_id = r._job_alert AND j.policy_id IS NOT DISTINCT FROM r._job_policy "
+        f"ORDER BY r.{_ORD} RETURNING NULL) "
+        "SELECT j.id, j.alert_id, j.policy_id FROM j"
+    )
+
+
+def pg_jobs_and_events(
+    jobs: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]], *, notify_channel: str | None
+) -> dict[tuple[int, int | None], int]:
+    """PostgreSQL: insert the jobs and the pending audit events in one statement.
+
+    ``jobs`` are column values (``alert_id``, ``policy_id`` ... : the rest take the fields'
+    defaults); ``events`` are pending audit rows in stored form, an event that names a job having
+    ``_job_alert`` and ``_job_policy``. Returns the new job ids by (alert id, policy id).
+    """
+    if not jobs and not events:
+        return {}
+    if not jobs:
+        _pg_fetch(_pg_jobs_events_sql(with_jobs=False, notify=False), [_json_rows(_full_rows(AuditPending, events))])
+        return {}
+    params: list[Any] = [_json_rows(_full_rows(Job, jobs))]
+    if notify_channel is not None:
+        params.append(notify_channel)
+    params.append(_json_rows(_full_rows(AuditPending, events)))
+    records = _pg_fetch(_pg_jobs_events_sql(with_jobs=True, notify=notify_channel is not None), params)
+    return {(alert_id, policy_id): pk for pk, alert_id, policy_id in records}
+
+
+# --- Both databases -----------------------------------------------------------------------------
+
+
+def _values(objs: Sequence[Model], fields: list[Any]) -> tuple[str, list[Any]]:
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    params = [f.get_db_prep_save(getattr(obj, f.attname), connection=connection) for obj in objs for f in fields]
+    return ", ".join([row] * len(objs)), params
+
+
+def incidents_upsert(
+    rows: Sequence[Mapping[str, Any]],
+) -> tuple[dict[tuple[str, datetime], Stored], str | None]:
     """Insert the incidents that are new, count a delivery on those that exist, lock them all.
 
-    ``rows`` are unsaved with ``deliveries=1``, in a fixed order (so two deliveries sharing
-    incidents lock them in the same order and never deadlock). Returns each incident by
-    (fingerprint, starts_at), and the policies' version on PostgreSQL (None elsewhere), read in
-    the same statement.
+    ``rows`` are column values of new incidents with ``deliveries=1``, in a fixed order (so two
+    deliveries sharing incidents lock them in the same order and never deadlock). Returns each
+    incident by (fingerprint, starts_at), and the policies' version on PostgreSQL (None
+    elsewhere), read in the same statement.
     """
+    found: dict[tuple[str, datetime], Stored] = {}
+    version: str | None = None
+    if connection.vendor == "postgresql":
+        if rows:
+            for record in _pg_fetch(_pg_upsert_sql(), [_json_rows(_full_rows(Alert, rows))]):
+                pk, fingerprint, starts_at, status, deliveries, version = record
+                found[(fingerprint, starts_at)] = Stored(pk, status, deliveries - 1)
+        return found, version
     fields = _columns(Alert)
     table = connection.ops.quote_name(Alert._meta.db_table)
     names = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    postgres = connection.vendor == "postgresql"
-    found: dict[tuple[str, datetime], Stored] = {}
-    version: str | None = None
     for start in range(0, len(rows), CHUNK):
-        chunk = rows[start : start + CHUNK]
+        chunk = [Alert(**row) for row in rows[start : start + CHUNK]]
         values, params = _values(chunk, fields)
-        upsert = (
+        sql = (
             f"INSERT INTO {table} ({names}) VALUES {values} "  # noqa: S608  # nosec B608: quoted names, placeholders
             "ON CONFLICT (fingerprint, starts_at) DO UPDATE SET "
             f"deliveries = {table}.deliveries + 1, last_received_at = EXCLUDED.last_received_at "
             "RETURNING id, fingerprint, starts_at, status, deliveries"
         )
-        # The version is read in the upsert's own statement: no round trip of its own.
-        version_sql = _policy_version_sql()
-        sql = f"WITH stored AS ({upsert}) SELECT stored.*, {version_sql} FROM stored" if postgres else upsert  # noqa: S608  # nosec B608: built from quoted names only
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            for record in cursor.fetchall():
-                pk, fingerprint, starts_at, status, deliveries = record[:5]
-                if postgres:
-                    version = record[5]
+            for pk, fingerprint, starts_at, status, deliveries in cursor.fetchall():
                 found[(fingerprint, _as_datetime(starts_at))] = Stored(pk, status, deliveries - 1)
     return found, version
 
