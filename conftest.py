@@ -75,6 +75,15 @@ def _webhook_counts_stored_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _no_wakeup_connection_outlives_a_test() -> Iterator[None]:
+    # The job wake-up sender keeps a connection of its own to the test database.
+    yield
+    from remediation import wakeup
+
+    wakeup.stop_sending()
+
+
+@pytest.fixture(autouse=True)
 def _fresh_local_cache() -> None:
     """Each test starts with an empty in-process cache, so the per-client rate-limit counters of
     earlier tests (every test client is 127.0.0.1) never turn a later test's answer into a 429."""

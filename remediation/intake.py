@@ -150,13 +150,12 @@ def _ingest(delivery: Delivery, *, source: str, actor: str) -> IngestResult:
 def _store_jobs_and_events(jobs: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
     """Insert the jobs (waking the workers on commit) and the audit events naming them.
 
-    Each incident here is new and locked by this transaction: no job can exist for it yet. On
-    PostgreSQL the job INSERT also sends the workers' NOTIFY, delivered on commit; with the audit
-    sealer the jobs and the pending events are one statement (``intake_sql.pg_jobs_and_events``).
+    Each incident here is new and locked by this transaction: no job can exist for it yet. The
+    workers are woken once it commits (``wakeup.notify_jobs``). On PostgreSQL with the audit sealer
+    the jobs and the pending events are one statement (``intake_sql.pg_jobs_and_events``).
     """
-    channel = wakeup.CHANNEL if jobs and wakeup.transport() == "postgres" else None
     if jobs:
-        transaction.on_commit(wakeup.wake_local if channel else wakeup.notify_jobs)
+        transaction.on_commit(wakeup.notify_jobs)
     if connection.vendor == "postgresql":
         pending = audit_pending_rows(events)
         if pending is not None:
@@ -164,14 +163,14 @@ def _store_jobs_and_events(jobs: list[dict[str, Any]], events: list[dict[str, An
                 job = event.get("_job")
                 if job is not None:
                     row["_job_alert"], row["_job_policy"] = job["alert_id"], job["policy_id"]
-            ids = pg_jobs_and_events(jobs, pending, notify_channel=channel)
+            ids = pg_jobs_and_events(jobs, pending)
             if len(ids) != len(jobs):
                 raise RuntimeError(f"{len(jobs)} jobs inserted, {len(ids)} returned")
             audit_pending_stored(pending)
             return
     if jobs:
         models = [Job(**job) for job in jobs]
-        jobs_insert(models, notify_channel=channel)
+        jobs_insert(models)
         by_key = {(job.alert_id, job.policy_id): job.pk for job in models}
         for event in events:
             job = event.get("_job")

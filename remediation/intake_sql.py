@@ -9,8 +9,8 @@ column of every row. Here:
   reads the policies' version;
 - on PostgreSQL with the audit sealer, the jobs and the delivery's audit events are ONE statement
   (two data-modifying ``WITH`` parts: the job INSERT, whose new ids the event INSERT writes into
-  each ``action_queued`` event's ``data.job``), which also sends the workers' ``NOTIFY``
-  (PostgreSQL delivers it when the transaction commits, and never if it rolls back);
+  each ``action_queued`` event's ``data.job``); the workers are woken after the commit
+  (``remediation.wakeup``), never from inside the transaction;
 - on PostgreSQL every statement takes its rows as ONE JSON parameter (``json_to_recordset``), so
   the statement text is the same whatever the number of rows: it is prepared once per connection
   and bound server side, and Python encodes the rows with the C JSON encoder instead of adapting
@@ -153,7 +153,7 @@ def _pg_upsert_sql() -> str:
 
 
 @cache
-def _pg_jobs_events_sql(*, with_jobs: bool, notify: bool) -> str:
+def _pg_jobs_events_sql(*, with_jobs: bool) -> str:
     """The jobs and the audit events of a delivery in one statement.
 
     An event that announces a job carries the job's (alert, policy) as ``_job_alert`` and
@@ -176,10 +176,9 @@ def _pg_jobs_events_sql(*, with_jobs: bool, notify: bool) -> str:
         f"r.{data}",
         f"CASE WHEN j.id IS NULL THEN r.{data} ELSE jsonb_set(r.{data}, '{{job}}', to_jsonb(j.id)) END",
     )
-    returning = "id, alert_id, policy_id" + (", pg_notify(%s, '')" if notify else "")
     return (
         f"WITH j AS (INSERT INTO {jobs_table} ({jb.names}) SELECT {jb.select} "  # noqa: S608  # nosec B608: quoted names only
-        f"FROM json_to_recordset(%s::json) AS r({jb.definition}) ORDER BY r.{_ORD} RETURNING {returning}), "
+        f"FROM json_to_recordset(%s::json) AS r({jb.definition}) ORDER BY r.{_ORD} RETURNING id, alert_id, policy_id), "
         f"e AS (INSERT INTO {events_table} ({ev.names}) SELECT {selected} "
         f"FROM json_to_recordset(%s::json) AS r({event_def}) "
         "LEFT JOIN j ON j.alert_id = r._job_alert AND j.policy_id IS NOT DISTINCT FROM r._job_policy "
@@ -189,7 +188,7 @@ def _pg_jobs_events_sql(*, with_jobs: bool, notify: bool) -> str:
 
 
 def pg_jobs_and_events(
-    jobs: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]], *, notify_channel: str | None
+    jobs: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]]
 ) -> dict[tuple[int, int | None], int]:
     """PostgreSQL: insert the jobs and the pending audit events in one statement.
 
@@ -200,13 +199,10 @@ def pg_jobs_and_events(
     if not jobs and not events:
         return {}
     if not jobs:
-        _pg_fetch(_pg_jobs_events_sql(with_jobs=False, notify=False), [_json_rows(_full_rows(AuditPending, events))])
+        _pg_fetch(_pg_jobs_events_sql(with_jobs=False), [_json_rows(_full_rows(AuditPending, events))])
         return {}
-    params: list[Any] = [_json_rows(_full_rows(Job, jobs))]
-    if notify_channel is not None:
-        params.append(notify_channel)
-    params.append(_json_rows(_full_rows(AuditPending, events)))
-    records = _pg_fetch(_pg_jobs_events_sql(with_jobs=True, notify=notify_channel is not None), params)
+    params = [_json_rows(_full_rows(Job, jobs)), _json_rows(_full_rows(AuditPending, events))]
+    records = _pg_fetch(_pg_jobs_events_sql(with_jobs=True), params)
     return {(alert_id, policy_id): pk for pk, alert_id, policy_id in records}
 
 
@@ -256,12 +252,8 @@ def incidents_upsert(
     return found, version
 
 
-def jobs_insert(jobs: Sequence[Model], *, notify_channel: str | None) -> None:
-    """Insert the jobs with one statement per chunk and set their ids, like ``bulk_create``.
-
-    With ``notify_channel`` (PostgreSQL) the same statement sends ``NOTIFY``: delivered when the
-    transaction commits, once (PostgreSQL folds identical notifications of one transaction).
-    """
+def jobs_insert(jobs: Sequence[Model]) -> None:
+    """Insert the jobs with one statement per chunk and set their ids, like ``bulk_create``."""
     if not jobs:
         return
     model = type(jobs[0])
@@ -271,13 +263,9 @@ def jobs_insert(jobs: Sequence[Model], *, notify_channel: str | None) -> None:
     for start in range(0, len(jobs), CHUNK):
         chunk = jobs[start : start + CHUNK]
         values, params = _values(chunk, fields)
-        returning = "id"
-        if notify_channel is not None:
-            returning += ", pg_notify(%s, '')"
-            params.append(notify_channel)
         with connection.cursor() as cursor:
             # Like bulk_create, this relies on INSERT ... VALUES ... RETURNING keeping the order.
-            cursor.execute(f"INSERT INTO {table} ({names}) VALUES {values} RETURNING {returning}", params)  # noqa: S608  # nosec B608: quoted names, placeholders
+            cursor.execute(f"INSERT INTO {table} ({names}) VALUES {values} RETURNING id", params)  # noqa: S608  # nosec B608: quoted names, placeholders
             for job, record in zip(chunk, cursor.fetchall(), strict=True):
                 job.pk = record[0]
                 job._state.adding = False

@@ -1,8 +1,8 @@
 """What one delivery costs in statements, the policy cache behind it, and the workers' wake-up.
 
 A delivery is a handful of statements whatever its size: one upsert for all its incidents (which
-also reads the policies' version), one statement that inserts its jobs and its audit events (and
-sends the workers' NOTIFY), then the commit. Each statement's text is the same whatever the number
+also reads the policies' version), one statement that inserts its jobs and its audit events, then
+the commit; the workers' NOTIFY is sent after the commit, off the request's connection. Each statement's text is the same whatever the number
 of rows (the rows are one JSON parameter), so it is prepared once per connection.
 """
 
@@ -71,7 +71,7 @@ def test_a_new_delivery_is_three_statements_whatever_its_size(
         assert upsert.startswith('WITH stored AS (INSERT INTO "remediation_alert"')
         assert "ON CONFLICT" in upsert and "json_to_recordset" in upsert
         assert jobs_and_events.startswith('WITH j AS (INSERT INTO "remediation_job"')
-        assert "pg_notify" in jobs_and_events
+        assert "pg_notify" not in jobs_and_events  # sent after the commit, never under its lock
         assert f'INSERT INTO "{AuditPending._meta.db_table}"' in jobs_and_events
     # One text per statement whatever the delivery's size: prepared once, reused.
     assert len(texts) == 2
@@ -140,5 +140,12 @@ def test_workers_are_woken_when_the_jobs_commit_and_never_for_a_rollback(
         heard = list(listener.notifies(timeout=10, stop_after=1))
         assert [n.channel for n in heard] == [wakeup.CHANNEL]
         assert Job.objects.count() == 5
-        # Five jobs, one notification: PostgreSQL folds identical ones within a transaction.
+        # Five jobs, one notification.
         assert list(listener.notifies(timeout=0.5, stop_after=1)) == []
+
+        # Deliveries that commit while a notification is being sent share the next one.
+        for _ in range(20):
+            alert_ingest(payload=fresh(fixture_json("single-firing.json")))
+        heard = list(listener.notifies(timeout=2, stop_after=20))
+        assert 1 <= len(heard) <= 20
+        assert Job.objects.count() == 25
