@@ -59,8 +59,9 @@ def alert_ingest(*, payload: Mapping[str, Any], source: str = "alertmanager", ac
     """Store one webhook v4 delivery durably and queue the jobs its new incidents call for.
 
     One transaction for the whole delivery, a constant number of statements whatever its size
-    (``remediation.intake_sql``): one upsert for its incidents, one INSERT for its jobs (with the
-    workers' NOTIFY, delivered on commit), one for its audit events, then the commit:
+    (``remediation.intake_sql``): one upsert for its incidents, one statement for its jobs and
+    audit events (on PostgreSQL with the sealer; two elsewhere), then the commit, after which the
+    workers are woken:
 
     - every alert is one incident per (fingerprint, startsAt), enforced by the database
       (``alert_one_incident``) and safe across processes: the upsert (INSERT ... ON CONFLICT DO
