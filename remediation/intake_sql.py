@@ -20,25 +20,22 @@ column of every row. Here:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-import psycopg
 from django.db import connection
-from django.db.models import Field, Model
+from django.db.models import Model
 from django.utils.dateparse import parse_datetime
 
 from audit.models import AuditPending
+from autoheal_site.pgbulk import ORD, fetch, json_rows, recordset
 from remediation.models import Alert, Job, Policy
 
 # Rows per statement on SQLite: far below every parameter limit; only a rare delivery has more.
 CHUNK = 500
-# The key each JSON row carries for its position, so rows are inserted (and locked) in order.
-_ORD = "_ord"
 
 
 @dataclass(frozen=True)
@@ -73,78 +70,16 @@ def _policy_version_sql() -> str:
     return f"(SELECT md5(COALESCE(string_agg(id::text || ':' || xmin::text || '@' || ctid::text, ',' ORDER BY id), '')) FROM {table})"  # noqa: S608  # nosec B608: only the quoted table name
 
 
-# --- PostgreSQL: rows as one JSON parameter, prepared statements --------------------------------
-
-
-class _PreparedCursor(psycopg.Cursor[Any]):
-    """Server-side binding, and the statement prepared on first use (its text never varies)."""
-
-    def execute(
-        self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool | None = None
-    ) -> Any:
-        return super().execute(query, params, prepare=True if prepare is None else prepare, binary=binary)
-
-
-def _pg_fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """Run one statement on the request's connection, through Django's cursor wrappers (so query
-    logging, counting and error translation apply), bound server side and prepared."""
-    connection.ensure_connection()
-    raw: Any = _PreparedCursor(connection.connection)
-    cursor = connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
-    with cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-
-
-def _json_default(value: Any) -> str:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _json_rows(rows: Sequence[Mapping[str, Any]]) -> str:
-    return json.dumps([{**row, _ORD: n} for n, row in enumerate(rows)], default=_json_default, ensure_ascii=False)
-
-
-@dataclass(frozen=True)
-class _Recordset:
-    """A model's columns as ``json_to_recordset`` reads them, and the values of unset columns."""
-
-    names: str  # the quoted column list
-    select: str  # r."col", ... in the same order
-    definition: str  # "col" type, ..., "_ord" integer
-    defaults: dict[str, Any]  # column -> stored form of the field's default
-
-
-def _stored_default(field: Field[Any, Any]) -> Any:
-    value = field.get_default()
-    return value if isinstance(value, dict | list) else field.get_db_prep_save(value, connection=connection)
-
-
-@cache
-def _recordset(model: type[Model]) -> _Recordset:
-    fields = _columns(model)
-    quote = connection.ops.quote_name
-    return _Recordset(
-        names=", ".join(quote(f.column) for f in fields),
-        select=", ".join(f"r.{quote(f.column)}" for f in fields),
-        definition=", ".join(f"{quote(f.column)} {f.db_type(connection)}" for f in fields) + f", {quote(_ORD)} integer",
-        defaults={f.column: _stored_default(f) for f in fields},
-    )
-
-
-def _full_rows(model: type[Model], rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    defaults = _recordset(model).defaults
-    return [{**defaults, **row} for row in rows]
+# --- PostgreSQL: rows as one JSON parameter (``autoheal_site.pgbulk``) ---------------------------
 
 
 @cache
 def _pg_upsert_sql() -> str:
     table = connection.ops.quote_name(Alert._meta.db_table)
-    rs = _recordset(Alert)
+    rs = recordset(Alert)
     return (
         f"WITH stored AS (INSERT INTO {table} ({rs.names}) "  # noqa: S608  # nosec B608: quoted names only
-        f"SELECT {rs.select} FROM json_to_recordset(%s::json) AS r({rs.definition}) ORDER BY r.{_ORD} "
+        f"SELECT {rs.select} FROM json_to_recordset(%s::json) AS r({rs.definition}) ORDER BY r.{ORD} "
         "ON CONFLICT (fingerprint, starts_at) DO UPDATE SET "
         f"deliveries = {table}.deliveries + 1, last_received_at = EXCLUDED.last_received_at "
         "RETURNING id, fingerprint, starts_at, status, deliveries) "
@@ -161,16 +96,16 @@ def _pg_jobs_events_sql(*, with_jobs: bool) -> str:
     joins the new jobs on them and writes the job's id into ``data.job``.
     """
     quote = connection.ops.quote_name
-    ev = _recordset(AuditPending)
+    ev = recordset(AuditPending)
     events_table = quote(AuditPending._meta.db_table)
     event_def = f"{ev.definition}, _job_alert bigint, _job_policy bigint"
     data = quote("data")
     if not with_jobs:
         return (
             f"INSERT INTO {events_table} ({ev.names}) SELECT {ev.select} "  # noqa: S608  # nosec B608: quoted names only
-            f"FROM json_to_recordset(%s::json) AS r({event_def}) ORDER BY r.{_ORD} RETURNING NULL"
+            f"FROM json_to_recordset(%s::json) AS r({event_def}) ORDER BY r.{ORD} RETURNING NULL"
         )
-    jb = _recordset(Job)
+    jb = recordset(Job)
     jobs_table = quote(Job._meta.db_table)
     selected = ev.select.replace(
         f"r.{data}",
@@ -178,11 +113,11 @@ def _pg_jobs_events_sql(*, with_jobs: bool) -> str:
     )
     return (
         f"WITH j AS (INSERT INTO {jobs_table} ({jb.names}) SELECT {jb.select} "  # noqa: S608  # nosec B608: quoted names only
-        f"FROM json_to_recordset(%s::json) AS r({jb.definition}) ORDER BY r.{_ORD} RETURNING id, alert_id, policy_id), "
+        f"FROM json_to_recordset(%s::json) AS r({jb.definition}) ORDER BY r.{ORD} RETURNING id, alert_id, policy_id), "
         f"e AS (INSERT INTO {events_table} ({ev.names}) SELECT {selected} "
         f"FROM json_to_recordset(%s::json) AS r({event_def}) "
         "LEFT JOIN j ON j.alert_id = r._job_alert AND j.policy_id IS NOT DISTINCT FROM r._job_policy "
-        f"ORDER BY r.{_ORD} RETURNING NULL) "
+        f"ORDER BY r.{ORD} RETURNING NULL) "
         "SELECT j.id, j.alert_id, j.policy_id FROM j"
     )
 
@@ -199,10 +134,10 @@ def pg_jobs_and_events(
     if not jobs and not events:
         return {}
     if not jobs:
-        _pg_fetch(_pg_jobs_events_sql(with_jobs=False), [_json_rows(_full_rows(AuditPending, events))])
+        fetch(_pg_jobs_events_sql(with_jobs=False), [json_rows(recordset(AuditPending).full_rows(events))])
         return {}
-    params = [_json_rows(_full_rows(Job, jobs)), _json_rows(_full_rows(AuditPending, events))]
-    records = _pg_fetch(_pg_jobs_events_sql(with_jobs=True), params)
+    params = [json_rows(recordset(Job).full_rows(jobs)), json_rows(recordset(AuditPending).full_rows(events))]
+    records = fetch(_pg_jobs_events_sql(with_jobs=True), params)
     return {(alert_id, policy_id): pk for pk, alert_id, policy_id in records}
 
 
@@ -229,7 +164,7 @@ def incidents_upsert(
     version: str | None = None
     if connection.vendor == "postgresql":
         if rows:
-            for record in _pg_fetch(_pg_upsert_sql(), [_json_rows(_full_rows(Alert, rows))]):
+            for record in fetch(_pg_upsert_sql(), [json_rows(recordset(Alert).full_rows(rows))]):
                 pk, fingerprint, starts_at, status, deliveries, version = record
                 found[(fingerprint, starts_at)] = Stored(pk, status, deliveries - 1)
         return found, version
