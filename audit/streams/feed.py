@@ -222,11 +222,14 @@ class AuditFeed:
                     if message.get("type") != "message":
                         continue
                     try:
-                        item = stream_item(json.loads(message["data"])["event"])
-                    except (ValueError, KeyError, TypeError):
+                        body = json.loads(message["data"])
+                        # {"events": [...]} (several, in chain order), or {"event": {...}}.
+                        items = [stream_item(event) for event in body.get("events") or [body["event"]]]
+                    except (ValueError, KeyError, TypeError, AttributeError):
                         logger.warning("ignored a malformed message on the audit stream channel")
                         continue
-                    self._push(item)
+                    for item in items:
+                        self._push(item)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -36,12 +36,16 @@ def _redis_publisher() -> Any:
         return _publisher
 
 
+# Events per Redis message (a sealer's batch of 2,000 is ten messages).
+MESSAGE_EVENTS = 200
+
+
 def stream_publish_batch(events: list[AuditEvent]) -> None:
     """After-commit hook: ring the stream's doorbell for a committed batch, in chain order.
 
     Registered with ``audit.services.register_after_commit_batch``, so it never runs for a
-    transaction that rolled back. With Redis, one pipelined round trip carries one message per
-    event. Failures are logged and swallowed: the events are in the table, and every web process
+    transaction that rolled back. With Redis, one pipelined round trip carries the batch, up to
+    ``MESSAGE_EVENTS`` events a message. Failures are logged and swallowed: the events are in the table, and every web process
     polls the table, so a lost doorbell delays an event but never loses it.
     """
     if not settings.REDIS_URL:
@@ -51,8 +55,11 @@ def stream_publish_batch(events: list[AuditEvent]) -> None:
     try:
         pipe = _redis_publisher().pipeline(transaction=False)
         channel = redis_channel()
-        for event in events:
-            message = json.dumps({"event": event.as_dict()}, ensure_ascii=False, separators=(",", ":"), default=str)
+        # A message carries up to MESSAGE_EVENTS events, in chain order: every subscribed web
+        # process decodes each message, so a batch of the sealer costs them a few, not thousands.
+        for start in range(0, len(events), MESSAGE_EVENTS):
+            chunk = [event.as_dict() for event in events[start : start + MESSAGE_EVENTS]]
+            message = json.dumps({"events": chunk}, ensure_ascii=False, separators=(",", ":"), default=str)
             pipe.publish(channel, message)
         pipe.execute()
     except Exception:
