@@ -28,6 +28,20 @@ ARTIFACTS = Path(__file__).resolve().parent / "test-artifacts"
 os.environ.setdefault("AUTOHEAL_AUDIT_CHAIN", "inline")
 
 
+def _hypothesis_profile() -> None:
+    """Property tests judge answers, never speed: on a loaded machine (CI shares its cores with
+    real services) a slow example or a slow data generation is not a failure."""
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile(
+        "autoheal", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    )
+    settings.load_profile("autoheal")
+
+
+_hypothesis_profile()
+
+
 def service_missing(reason: str) -> None:
     """Skip locally, fail in CI: a test that needs a missing service must never pass silently."""
     if REQUIRE_SERVICES:
