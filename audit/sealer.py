@@ -182,8 +182,11 @@ class SealerLoop:
             self.stop_event.wait(1.0)
             return
         if sealed is None:
-            # Another process is sealing; it may have taken its batch before our events committed.
-            _wake.wait(min(self.interval, 0.005))
+            # Another process is sealing. Events committed here after it took its batch are taken
+            # by its next round (it seals again at once after a batch, and polls every interval),
+            # so waiting a whole interval delays none of them further, where retrying the election
+            # every few milliseconds cost each idle process hundreds of round trips a second.
+            self.stop_event.wait(self.interval)
         elif sealed == 0:
             _wake.wait(self.interval)
 

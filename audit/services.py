@@ -198,7 +198,16 @@ def audit_pending_stored(rows: list[dict[str, Any]]) -> None:
 
 def _record_pending(rows: list[dict[str, Any]]) -> list[AuditEvent]:
     # One INSERT, no lock, no counter row touched: concurrent writers never wait on each other.
-    AuditPending.objects.bulk_create([AuditPending(**row) for row in rows])
+    if connection.vendor == "postgresql":
+        rs = pgbulk.recordset(AuditPending)
+        table = connection.ops.quote_name(AuditPending._meta.db_table)
+        pgbulk.fetch(
+            f"INSERT INTO {table} ({rs.names}) SELECT {rs.select} "  # noqa: S608  # nosec B608: quoted names only
+            f"FROM json_to_recordset(%s::json) AS r({rs.definition}) ORDER BY r.{pgbulk.ORD} RETURNING NULL",
+            [pgbulk.json_rows(rs.full_rows(rows))],
+        )
+    else:
+        AuditPending.objects.bulk_create([AuditPending(**row) for row in rows])
     for hook in _pending_hooks:
         transaction.on_commit(hook)
     return [AuditEvent(**row) for row in rows]
