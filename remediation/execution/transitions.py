@@ -9,7 +9,9 @@
       \\--lease expired before start--  \\--lease expired after start--> unknown
 
 Claiming is ``leases.job_claim_many`` (it must arbitrate between workers); every other transition
-is one ``UPDATE`` here, run in the caller's transaction next to its audit event. Leaving
+is one ``UPDATE`` here, run in the caller's transaction next to its audit event. The batch forms
+(:func:`jobs_start`, :func:`jobs_end`) move many jobs through the same transition in one
+``UPDATE``; the caller holds their rows locked and has checked they are still its own. Leaving
 ``running`` always releases the lease, except into ``unknown``, which keeps the owner's name so the
 stalled worker's late outcome can still be recognised and recorded (``outcome.job_finish``).
 """
@@ -18,6 +20,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+
+from django.db.models import Case, JSONField, Value, When
+from django.db.models.functions import Cast
 
 from remediation.models import Job
 
@@ -41,3 +46,27 @@ def job_end(*, job_id: int, state: str, now: datetime, **fields: Any) -> int:
 def job_lost(*, job_id: int, now: datetime) -> int:
     """Into ``unknown``: its worker stopped answering during the action (owner name kept)."""
     return Job.objects.filter(pk=job_id).update(state=Job.State.UNKNOWN, finished_at=now, lease_expires_at=None)
+
+
+def jobs_start(*, job_ids: list[int], now: datetime, lease_expires_at: datetime) -> int:
+    """``running`` jobs marked as started ``now`` (the action begins), their leases renewed."""
+    if not job_ids:
+        return 0
+    return Job.objects.filter(pk__in=job_ids, state=Job.State.RUNNING).update(
+        started_at=now, lease_expires_at=lease_expires_at
+    )
+
+
+def jobs_end(*, results: dict[int, dict[str, Any]], state: str, now: datetime, **fields: Any) -> int:
+    """Many jobs into one terminal state in one ``UPDATE``; ``results``: each job's own ``result``."""
+    if state not in (Job.State.OK, Job.State.FAIL, Job.State.SKIPPED):
+        raise ValueError(f"not a terminal state a worker ends a job in: {state!r}")
+    if not results:
+        return 0
+    per_job = Case(
+        *[When(pk=pk, then=Value(result, output_field=JSONField())) for pk, result in results.items()],
+        output_field=JSONField(),
+    )
+    return Job.objects.filter(pk__in=list(results)).update(
+        state=state, finished_at=now, result=Cast(per_job, output_field=JSONField()), **_RELEASED, **fields
+    )
