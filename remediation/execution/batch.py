@@ -169,26 +169,26 @@ def _start(
     with transaction.atomic():
         row = switch_for_start(destructive=False)
         now = timezone.now()
-        current = {
-            job.pk: job
-            for job in Job.objects.select_related("alert", "policy")
-            .select_for_update(of=("self",))
+        fresh = {
+            values[0]: values[1:]
+            for values in Job.objects.select_for_update(of=("self",))
             .filter(pk__in=[job.pk for job in jobs])
+            .values_list(*_FRESH)
         }
         not_run: list[tuple[Job, Decision]] = []
         decisions: dict[int, Decision] = {}
         for job in jobs:
-            fresh = current.get(job.pk)
-            if fresh is None or fresh.state != Job.State.RUNNING or fresh.lease_owner != owner:
-                state = fresh.state if fresh is not None else "gone"
-                lost[job.pk] = RunOutcome(state=state, reason="lease lost before start")
+            values = fresh.get(job.pk)
+            if values is None or values[0] != Job.State.RUNNING or values[1] != owner:
+                lost[job.pk] = RunOutcome(state=values[0] if values else "gone", reason="lease lost before start")
                 continue
-            decision = job_decision(job=fresh, alert=fresh.alert, row=row, now=now, limits=limits)
+            _refresh(job, values)
+            decision = job_decision(job=job, alert=job.alert, row=row, now=now, limits=limits)
             if decision.verdict != "run":
-                not_run.append((fresh, decision))
+                not_run.append((job, decision))
                 continue
-            decisions[fresh.pk] = decision
-            started.append(fresh)
+            decisions[job.pk] = decision
+            started.append(job)
         outcomes.update(jobs_settle(pairs=not_run, limits=limits))
         if started:
             lease = now + timedelta(seconds=settings.AUTOHEAL_LEASE_SECONDS)
@@ -198,6 +198,35 @@ def _start(
                 job.started_at = now
                 job.lease_expires_at = lease
     return started, lost
+
+
+# What a start re-reads under the row lock: everything a decision or an audit event of a claimed
+# job reads that may have changed since the claim (the rest of a job is fixed once it is queued).
+_FRESH = (
+    "pk",
+    "state",
+    "lease_owner",
+    "attempts",
+    "host",
+    "alert__status",
+    "alert__acked_at",
+    "policy_id",
+    "policy__dry_run",
+    "policy__cooldown_seconds",
+    "policy__max_actions_per_hour",
+)
+
+
+def _refresh(job: Job, values: tuple[Any, ...]) -> None:
+    """Bring a claimed job up to date with the values re-read under the lock (see ``_FRESH``)."""
+    job.state, job.lease_owner, job.attempts, job.host, job.alert.status, job.alert.acked_at = values[:6]
+    policy_id, dry_run, cooldown_seconds, max_actions_per_hour = values[6:]
+    if policy_id is None:
+        job.policy = None
+    elif job.policy is not None:
+        job.policy.dry_run = dry_run
+        job.policy.cooldown_seconds = cooldown_seconds
+        job.policy.max_actions_per_hour = max_actions_per_hour
 
 
 def jobs_settle(*, pairs: list[tuple[Job, Decision]], limits: Limits) -> dict[int, RunOutcome]:

@@ -18,10 +18,14 @@ stalled worker's late outcome can still be recognised and recorded (``outcome.jo
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection
 from django.db.models import Case, JSONField, Value, When
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast
 
 from remediation.models import Job
@@ -63,10 +67,20 @@ def jobs_end(*, results: dict[int, dict[str, Any]], state: str, now: datetime, *
         raise ValueError(f"not a terminal state a worker ends a job in: {state!r}")
     if not results:
         return 0
+    return Job.objects.filter(pk__in=list(results)).update(
+        state=state, finished_at=now, result=_per_job(results), **_RELEASED, **fields
+    )
+
+
+def _per_job(results: dict[int, dict[str, Any]]) -> Any:
+    """Each row's own JSON value in one expression: on PostgreSQL one ``jsonb`` parameter that
+    maps the job ids to their values (cheap to build and to bind for any batch size)."""
+    if connection.vendor == "postgresql":
+        mapping = json.dumps({str(pk): value for pk, value in results.items()}, cls=DjangoJSONEncoder)
+        column = f"{connection.ops.quote_name(Job._meta.db_table)}.{connection.ops.quote_name('id')}"
+        return RawSQL(f"(%s::jsonb -> ({column})::text)", [mapping], output_field=JSONField())  # noqa: S611  # nosec B611: only quoted names
     per_job = Case(
-        *[When(pk=pk, then=Value(result, output_field=JSONField())) for pk, result in results.items()],
+        *[When(pk=pk, then=Value(value, output_field=JSONField())) for pk, value in results.items()],
         output_field=JSONField(),
     )
-    return Job.objects.filter(pk__in=list(results)).update(
-        state=state, finished_at=now, result=Cast(per_job, output_field=JSONField()), **_RELEASED, **fields
-    )
+    return Cast(per_job, output_field=JSONField())
