@@ -111,8 +111,15 @@ class Worker:
         expires; it has not started, so it is then queued again (never run twice).
         """
         jobs = job_claim_many(worker=self.name, limit=self.claim_size)
+        done_together: list[int] = []
         for job, outcome in jobs_run(jobs=jobs, worker=self.name, stop=self.stop_event):
-            logger.info("worker %s: job %s -> %s %s", self.name, job.pk, outcome.state, outcome.reason)
+            if outcome.state == Job.State.OK and batchable(job):
+                done_together.append(job.pk)
+            else:
+                logger.info("worker %s: job %s -> %s %s", self.name, job.pk, outcome.state, outcome.reason)
+        if done_together:
+            # One line for a batch that went through: a busy worker logs per batch, not per job.
+            logger.info("worker %s: jobs %s -> ok", self.name, ",".join(map(str, done_together)))
         self.claim_size = next_claim_size(self.claim_size, jobs)
         return bool(jobs)
 

@@ -259,3 +259,16 @@ def test_concurrent_workers_draining_one_backlog_run_every_job_exactly_once():
     for kind in ("action_started", "action_ok"):
         ids = [e.data["job"] for e in events(kind)]
         assert sorted(ids) == sorted(j.pk for j in jobs), kind
+
+
+def test_with_the_sealer_a_batch_leaves_its_events_pending_until_they_are_chained(settings):
+    from audit.models import AuditPending
+    from audit.sealer import audit_seal_all
+
+    settings.AUTOHEAL_AUDIT_CHAIN = "sealer"
+    jobs = _log_jobs(6)
+    _run_claimed(8)
+    assert AuditPending.objects.filter(kind__in=("action_started", "action_ok")).count() == 12
+    assert audit_seal_all() == 12
+    for job in jobs:
+        assert kinds(fingerprint=job.alert.fingerprint) == ["action_started", "action_ok"]
