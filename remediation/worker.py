@@ -20,10 +20,11 @@ from fleet.handover import jobs_host_offline
 from notifications.outbox import notification_deliver_one
 from remediation import safety, wakeup
 from remediation.approvals import approval_expire_one
+from remediation.execution.batch import batchable, jobs_run
 from remediation.execution.leases import job_claim_many, leases_expire
-from remediation.execution.run import job_run
 from remediation.execution.verify import jobs_verify
 from remediation.gate import silence_sweep_one
+from remediation.models import Job
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +34,23 @@ CONNECTION_MAX_AGE = 300.0
 # Jobs claimed per round trip. Claimed jobs wait in this worker with their leases renewed; a batch
 # small enough that other workers still get their share of a burst.
 CLAIM_BATCH = 8
+# While the queue stays deep (every claim came back full) and held only jobs that finish at once
+# (log_only, run together: remediation.execution.batch), each claim doubles up to this; it falls
+# back as soon as a claim comes back short or holds a job that takes time. Claims use SKIP LOCKED,
+# so other workers take the next jobs meanwhile: they still get their share.
+CLAIM_BATCH_MAX = 64
 # Housekeeping (end a pause, half-open the breaker, expire leases, verify, expire approvals, sweep
 # silences, deliver a notification) runs when the worker is
 # idle and otherwise at most this often, so a busy worker spends its round trips on jobs and a
 # wake-up goes straight to the claim.
 HOUSEKEEPING_SECONDS = 1.0
+
+
+def next_claim_size(size: int, claimed: list[Job]) -> int:
+    """Double the claim while claims come back full of jobs that finish at once; else start over."""
+    if len(claimed) >= size and all(batchable(job) for job in claimed):
+        return min(CLAIM_BATCH_MAX, size * 2)
+    return CLAIM_BATCH
 
 
 class Worker:
@@ -48,6 +61,7 @@ class Worker:
         poll = float(settings.AUTOHEAL_WORKER_POLL_SECONDS)
         self.idle_sleep = min(poll, idle_sleep) if idle_sleep is not None else poll
         self.stop_event = threading.Event()
+        self.claim_size = CLAIM_BATCH
         self._connected_at = time.monotonic()
         self.sealer = SealerLoop()
         self._housekept_at: float | None = None
@@ -90,17 +104,23 @@ class Worker:
         return notification_deliver_one()
 
     def run_claimed_jobs(self) -> bool:
-        """Claim a few due jobs in one round trip and run them one after the other.
+        """Claim due jobs in one round trip and run them: the ones that finish at once together,
+        the others one after the other (remediation.execution.batch.jobs_run).
 
         A job still waiting here when the worker is asked to stop keeps its lease until the lease
         expires; it has not started, so it is then queued again (never run twice).
         """
-        jobs = job_claim_many(worker=self.name, limit=CLAIM_BATCH)
-        for job in jobs:
-            if self.stop_event.is_set():
-                break
-            outcome = job_run(job=job, worker=self.name)
-            logger.info("worker %s: job %s -> %s %s", self.name, job.pk, outcome.state, outcome.reason)
+        jobs = job_claim_many(worker=self.name, limit=self.claim_size)
+        done_together: list[int] = []
+        for job, outcome in jobs_run(jobs=jobs, worker=self.name, stop=self.stop_event):
+            if outcome.state == Job.State.OK and batchable(job):
+                done_together.append(job.pk)
+            else:
+                logger.info("worker %s: job %s -> %s %s", self.name, job.pk, outcome.state, outcome.reason)
+        if done_together:
+            # One line for a batch that went through: a busy worker logs per batch, not per job.
+            logger.info("worker %s: jobs %s -> ok", self.name, ",".join(map(str, done_together)))
+        self.claim_size = next_claim_size(self.claim_size, jobs)
         return bool(jobs)
 
     def tick(self) -> bool:

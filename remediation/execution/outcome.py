@@ -56,36 +56,62 @@ def job_settle(*, job: Job, decision: Decision, limits: Limits, extra: dict[str,
                 **base,
             )
             return RunOutcome(state=Job.State.QUEUED, reason="backoff")
-        reason = "dry_run" if decision.verdict == "dry_run" else decision.reason
-        job_end(
-            job_id=job.pk,
-            state=Job.State.SKIPPED,
-            now=now,
-            skip_reason=reason,
-            result={"decision": decision.verdict, "reason": reason, "message": decision.message},
-        )
-        if decision.verdict == "dry_run":
-            audit_record(
-                kind="action_dry_run",
-                message=f"would {job.action} {job.target}: {decision.message}",
-                data={"job": job.pk, "action": job.action, "attempt": job.attempt, **_would_run(job), **host_data(job)},
-                **base,
-            )
-        else:
-            audit_record(
-                kind="action_skipped",
-                message=decision.message,
-                data={
-                    "job": job.pk,
-                    "action": job.action,
-                    "attempt": job.attempt,
-                    "reason": reason,
-                    **host_data(job),
-                    **(extra or {}),
-                },
-                **base,
-            )
+        reason = settle_reason(decision)
+        job_end(job_id=job.pk, state=Job.State.SKIPPED, now=now, skip_reason=reason, result=settle_result(decision))
+        audit_record(**settle_event(job=job, decision=decision, extra=extra))
     return RunOutcome(state=Job.State.SKIPPED, reason=reason)
+
+
+def settle_reason(decision: Decision) -> str:
+    """The ``skip_reason`` of a job that does not run."""
+    return "dry_run" if decision.verdict == "dry_run" else decision.reason
+
+
+def settle_result(decision: Decision) -> dict[str, Any]:
+    """The ``result`` of a job that does not run."""
+    return {"decision": decision.verdict, "reason": settle_reason(decision), "message": decision.message}
+
+
+def settle_event(*, job: Job, decision: Decision, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The audit event of a job that does not run: ``action_dry_run`` or ``action_skipped``."""
+    if decision.verdict == "dry_run":
+        return {
+            "kind": "action_dry_run",
+            "message": f"would {job.action} {job.target}: {decision.message}",
+            "data": {"job": job.pk, "action": job.action, "attempt": job.attempt, **_would_run(job), **host_data(job)},
+            **audit_base(job),
+        }
+    return {
+        "kind": "action_skipped",
+        "message": decision.message,
+        "data": {
+            "job": job.pk,
+            "action": job.action,
+            "attempt": job.attempt,
+            "reason": settle_reason(decision),
+            **host_data(job),
+            **(extra or {}),
+        },
+        **audit_base(job),
+    }
+
+
+def result_data(result: ExecResult) -> dict[str, Any]:
+    """The ``result`` stored on a job whose action ran."""
+    return {"ok": result.ok, "detail": result.detail, "output": result.output}
+
+
+def outcome_data(*, job: Job, result: ExecResult, duration: float, late: bool = False) -> dict[str, Any]:
+    """What ``action_ok`` and ``action_fail`` both carry (the metrics read duration_seconds from them)."""
+    return {
+        "job": job.pk,
+        "action": job.action,
+        "attempt": job.attempt,
+        "duration_seconds": duration,
+        "output": result.output,
+        **({"after_unknown": True} if late else {}),
+        **host_data(job),
+    }
 
 
 def _would_run(job: Job) -> dict[str, Any]:
@@ -112,7 +138,7 @@ def job_finish(
     now = timezone.now()
     duration = round(started, 3) if started is not None else 0.0
     base = audit_base(job)
-    result_data = {"ok": result.ok, "detail": result.detail, "output": result.output}
+    stored = result_data(result)
     plan_next = False
     with transaction.atomic():
         current = Job.objects.select_for_update().get(pk=job.pk)
@@ -122,24 +148,15 @@ def job_finish(
         if current.state != Job.State.RUNNING and not late:
             return RunOutcome(state=current.state, reason="lease lost")
         if late:
-            result_data["after_unknown"] = True
-        # What action_ok and action_fail both carry (the metrics read duration_seconds from them).
-        outcome_data = {
-            "job": job.pk,
-            "action": job.action,
-            "attempt": job.attempt,
-            "duration_seconds": duration,
-            "output": result.output,
-            **({"after_unknown": True} if late else {}),
-            **host_data(job),
-        }
+            stored["after_unknown"] = True
+        outcome = outcome_data(job=job, result=result, duration=duration, late=late)
         if result.ok:
             verify = job.action != Action.LOG_ONLY
             job_end(
                 job_id=job.pk,
                 state=Job.State.OK,
                 now=now,
-                result=result_data,
+                result=stored,
                 verify_state=Job.Verify.PENDING if verify else Job.Verify.NONE,
                 verify_deadline=now + timedelta(seconds=job.policy.verify_within_seconds if job.policy else 300)
                 if verify
@@ -148,7 +165,7 @@ def job_finish(
             audit_record(
                 kind="action_ok",
                 message=result.detail,
-                data=outcome_data,
+                data=outcome,
                 **base,
             )
             if probe:
@@ -158,7 +175,7 @@ def job_finish(
             return RunOutcome(state=Job.State.OK)
         if result.transient and not late and current.attempts <= settings.AUTOHEAL_MAX_RETRIES:
             wait = min(limits.backoff_max_seconds, limits.backoff_base_seconds * 2 ** (current.attempts - 1))
-            job_requeue(job_id=job.pk, not_before=now + timedelta(seconds=wait), result=result_data, started_at=None)
+            job_requeue(job_id=job.pk, not_before=now + timedelta(seconds=wait), result=stored, started_at=None)
             audit_record(
                 kind="action_retry",
                 message=f"{result.detail}; retrying in {wait}s",
@@ -173,11 +190,11 @@ def job_finish(
                 **base,
             )
             return RunOutcome(state=Job.State.QUEUED, reason="retry")
-        job_end(job_id=job.pk, state=Job.State.FAIL, now=now, result=result_data)
+        job_end(job_id=job.pk, state=Job.State.FAIL, now=now, result=stored)
         audit_record(
             kind="action_fail",
             message=result.detail,
-            data={**outcome_data, "error": result.detail},
+            data={**outcome, "error": result.detail},
             **base,
         )
         if probe:

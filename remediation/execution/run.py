@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -28,7 +29,7 @@ from remediation.models import Job, Switch
 logger = logging.getLogger(__name__)
 
 
-def _switch_for_start(*, destructive: bool) -> Switch:
+def switch_for_start(*, destructive: bool) -> Switch:
     """The switch row, locked for the start transaction.
 
     A destructive action takes the row exclusively: its start spends breaker and budget units that
@@ -41,6 +42,23 @@ def _switch_for_start(*, destructive: bool) -> Switch:
     table = connection.ops.quote_name(Switch._meta.db_table)
     rows = list(Switch.objects.raw(f"SELECT * FROM {table} WHERE id = 1 FOR SHARE"))  # noqa: S608  # nosec B608: only the quoted table name
     return rows[0] if rows else safety.switch_locked()
+
+
+def started_event(*, job: Job, decision: Decision) -> dict[str, Any]:
+    """The ``action_started`` audit event of a job marked started (``job`` as re-read under the lock)."""
+    return {
+        "kind": "action_started",
+        "message": f"{job.action} {job.target}".strip(),
+        "data": {
+            "job": job.pk,
+            "action": job.action,
+            "attempt": job.attempt,
+            "try": job.attempts,
+            "probe": decision.probe,
+            **host_data(job),
+        },
+        **audit_base(job),
+    }
 
 
 def job_run(*, job: Job, worker: str, limits: Limits | None = None) -> RunOutcome:
@@ -67,7 +85,7 @@ def job_run(*, job: Job, worker: str, limits: Limits | None = None) -> RunOutcom
         )
 
     with transaction.atomic():
-        row = _switch_for_start(destructive=is_destructive(job.action))
+        row = switch_for_start(destructive=is_destructive(job.action))
         now = timezone.now()
         current = Job.objects.select_related("alert", "policy").get(pk=job.pk)
         if current.state != Job.State.RUNNING or current.lease_owner != worker[:100]:
@@ -78,19 +96,7 @@ def job_run(*, job: Job, worker: str, limits: Limits | None = None) -> RunOutcom
         current.started_at = now
         current.lease_expires_at = now + timedelta(seconds=settings.AUTOHEAL_LEASE_SECONDS)
         current.save(update_fields=["started_at", "lease_expires_at"])
-        audit_record(
-            kind="action_started",
-            message=f"{job.action} {job.target}".strip(),
-            data={
-                "job": job.pk,
-                "action": job.action,
-                "attempt": job.attempt,
-                "try": current.attempts,
-                "probe": decision.probe,
-                **host_data(current),
-            },
-            **audit_base(current),
-        )
+        audit_record(**started_event(job=current, decision=decision))
         if is_destructive(job.action) and not decision.probe:
             trip_if_over(row=row, now=now, limits=limits, counting_start=True)
     job = current

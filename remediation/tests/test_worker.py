@@ -489,7 +489,7 @@ def test_deciding_reads_the_action_history_only_when_the_decision_can_use_it(dja
 def test_log_only_starts_share_the_switch_row_while_destructive_starts_and_switch_changes_wait():
     from django.db import OperationalError, transaction
 
-    from remediation.execution.run import _switch_for_start
+    from remediation.execution.run import switch_for_start
 
     Switch.objects.get_or_create(pk=1)
     holding = threading.Event()
@@ -498,7 +498,7 @@ def test_log_only_starts_share_the_switch_row_while_destructive_starts_and_switc
     def log_only_start_in_progress() -> None:
         try:
             with transaction.atomic():
-                _switch_for_start(destructive=False)
+                switch_for_start(destructive=False)
                 holding.set()
                 release.wait(30)
         finally:
@@ -518,7 +518,7 @@ def test_log_only_starts_share_the_switch_row_while_destructive_starts_and_switc
                     if destructive is None:
                         safety.switch_locked().save()
                     else:
-                        _switch_for_start(destructive=destructive)
+                        switch_for_start(destructive=destructive)
                 return True
             except OperationalError:
                 return False
