@@ -3,8 +3,9 @@
 # it, on a private Docker Engine, checked end to end.
 #
 #   1. a private dockerd in its own network namespace (own socket, data-root, exec-root, pidfile;
-#      its published ports are 127.0.0.1 of that namespace, so nothing collides with the host's)
-#   2. `make images` into it (Debian bases: the engine has no network at all)
+#      its published ports are in that namespace, which only loopback and the fleet's agent host
+#      reach, so nothing collides with the host's)
+#   2. `make images` into it (Debian bases: the engine has no network beyond that)
 #   3. docker-compose.yml + docker-compose.prod.yml + docker-compose.local.yml (+ this directory's
 #      smoke target) `up -d` in canary mode, then checks:
 #      GET :9009/ says dry_run true; Prometheus scrapes Autoheal (with the metrics token);
