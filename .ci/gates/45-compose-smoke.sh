@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The compose smoke run: images built (from Debian packages, no registry needed), the production
-# stack up on a private dockerd in canary mode, flipped to production, backed up, restored, and
-# taken down (make compose-smoke, deploy/smoke/compose-smoke.sh). Installs what it needs from
+# stack up on a private dockerd in canary mode, flipped to production, joined by a fleet agent on a
+# second private dockerd (deploy/smoke/fleet.sh), backed up, restored, and taken down
+# (make compose-smoke, deploy/smoke/compose-smoke.sh). Installs what it needs from
 # Debian when it is missing. Debian root filesystems and the wheelhouse are cached between runs in
 # AUTOHEAL_IMAGE_CACHE (default ~/.cache/autoheal/images); without the cache the run builds them.
 set -euo pipefail

@@ -3,8 +3,9 @@
 # it, on a private Docker Engine, checked end to end.
 #
 #   1. a private dockerd in its own network namespace (own socket, data-root, exec-root, pidfile;
-#      its published ports are 127.0.0.1 of that namespace, so nothing collides with the host's)
-#   2. `make images` into it (Debian bases: the engine has no network at all)
+#      its published ports are in that namespace, which only loopback and the fleet's agent host
+#      reach, so nothing collides with the host's)
+#   2. `make images` into it (Debian bases: the engine has no network beyond that)
 #   3. docker-compose.yml + docker-compose.prod.yml + docker-compose.local.yml (+ this directory's
 #      smoke target) `up -d` in canary mode, then checks:
 #      GET :9009/ says dry_run true; Prometheus scrapes Autoheal (with the metrics token);
@@ -14,9 +15,14 @@
 #      unless-stopped; a forced logrotate run rotates the mirror while Autoheal writes, losing
 #      nothing; autoheal_backup from the running stack, restored into a fresh stack, gives the same
 #      audit count and passes audit_verify; down -v leaves no container, network or volume.
-#   4. stops everything it started (by PID), also on failure.
+#   4. the deployment guide's "Running a fleet" on a second private dockerd, the agent host, linked
+#      to the first one's network namespace (deploy/smoke/fleet.sh): a token created on the
+#      central, the agent's compose file up, GET /api/agents lists it connected with its container,
+#      an opted-in container there that turns unhealthy is restarted by the agent (audited with
+#      data.host), the agent stops on SIGTERM with status 0, down -v leaves nothing
+#   5. stops everything it started (by PID), also on failure.
 #
-# Environment: AUTOHEAL_SMOKE_DIR (default var/compose-smoke: the engine's data, kept between runs as
+# Environment: AUTOHEAL_SMOKE_DIR (default var/compose-smoke: the engines' data, kept between runs as
 # a cache of built layers, and the run's secrets and backup, removed at the end), AUTOHEAL_IMAGE_CACHE (see
 # deploy/images/build.sh). Needs root (dockerd, unshare, nsenter), docker.io, docker-compose, iproute2,
 # mmdebstrap, curl and jq.
@@ -38,6 +44,9 @@ export AUTOHEAL_HOSTNAME=autoheal.smoke.invalid
 export AUTOHEAL_SECRETS_DIR=$RUN/secrets
 export AUTOHEAL_DOCKER_SOCKET=$D/docker.sock
 export AUTOHEAL_DRY_RUN=true
+# The engine's network namespace holds only loopback and the link to the fleet's agent host
+# (deploy/smoke/fleet.sh), which reaches the central's entrance on its published :9009.
+export AUTOHEAL_PUBLISH_ADDR=0.0.0.0
 FILES=(-f deploy/docker-compose.yml -f deploy/docker-compose.prod.yml -f deploy/docker-compose.local.yml
   -f deploy/smoke/docker-compose.smoke.yml)
 AUTOHEAL_SERVICES=(autoheal-web autoheal-stream autoheal-worker autoheal-watcher)
@@ -56,41 +65,51 @@ for tool in dockerd docker docker-compose mmdebstrap unshare nsenter ip curl jq;
   command -v "$tool" >/dev/null 2>&1 || fail "$tool is not installed"
 done
 
-engine_up() {
-  mkdir -p "$D"
-  rm -f "$D/docker.sock" "$D/docker.pid"
-  log "starting a private dockerd ($D)"
+engine_up() { # engine_up DIR [DOCKERD ARGUMENTS...]: a private dockerd with its socket and data in DIR
+  local dir=$1
+  shift
+  mkdir -p "$dir"
+  rm -f "$dir/docker.sock" "$dir/docker.pid"
+  log "starting a private dockerd ($dir)"
   # unshare: a network namespace of its own, with only loopback; dockerd's bridges live in it.
   unshare --net --fork sh -c 'ip link set lo up && exec "$@"' sh \
-    dockerd --host="$DOCKER_HOST" --data-root="$D/data" --exec-root="$D/exec" --pidfile="$D/docker.pid" \
-    --iptables=false --ip-masq=false --bridge=none >"$D/dockerd.log" 2>&1 &
-  echo $! >"$D/unshare.pid"
+    dockerd --host="unix://$dir/docker.sock" --data-root="$dir/data" --exec-root="$dir/exec" \
+    --pidfile="$dir/docker.pid" --iptables=false --ip-masq=false --bridge=none "$@" >"$dir/dockerd.log" 2>&1 &
+  echo $! >"$dir/unshare.pid"
   for _ in $(seq 1 60); do
-    docker version >/dev/null 2>&1 && [ -s "$D/docker.pid" ] && return 0
+    docker -H "unix://$dir/docker.sock" version >/dev/null 2>&1 && [ -s "$dir/docker.pid" ] && return 0
     sleep 0.5
   done
-  fail "dockerd did not start (see $D/dockerd.log)"
+  fail "dockerd did not start (see $dir/dockerd.log)"
 }
 
-engine_down() {
-  [ -f "$D/unshare.pid" ] || return 0
-  if docker version >/dev/null 2>&1; then
-    dc down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
-    docker ps -aq | xargs -r docker rm -f >/dev/null 2>&1 || true
-    docker volume ls -q | xargs -r docker volume rm >/dev/null 2>&1 || true
+engine_down() { # engine_down DIR: remove what runs in the engine of DIR, then stop it
+  local dir=$1 pid
+  [ -f "$dir/unshare.pid" ] || return 0
+  if docker -H "unix://$dir/docker.sock" version >/dev/null 2>&1; then
     # Keep the built images as a cache for the next run, without the superseded layers.
-    docker image prune -f >/dev/null 2>&1 || true
+    DOCKER_HOST=unix://$dir/docker.sock sh -c 'docker ps -aq | xargs -r docker rm -f
+      docker volume ls -q | xargs -r docker volume rm
+      docker network prune -f
+      docker image prune -f' >/dev/null 2>&1 || true
   fi
-  local pid
-  pid=$(cat "$D/docker.pid" 2>/dev/null || true)
+  pid=$(cat "$dir/docker.pid" 2>/dev/null || true)
   if [ -n "$pid" ]; then
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 80); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
     kill -9 "$pid" 2>/dev/null || true
   fi
-  kill "$(cat "$D/unshare.pid")" 2>/dev/null || true
-  umount "$D/exec/netns/default" 2>/dev/null || true
-  rm -f "$D/unshare.pid" "$D/docker.pid" "$D/docker.sock"
+  kill "$(cat "$dir/unshare.pid")" 2>/dev/null || true
+  umount "$dir/exec/netns/default" 2>/dev/null || true
+  rm -f "$dir/unshare.pid" "$dir/docker.pid" "$dir/docker.sock"
+}
+
+central_down() {
+  [ -f "$D/unshare.pid" ] || return 0
+  if docker version >/dev/null 2>&1; then
+    dc down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
+  fi
+  engine_down "$D"
 }
 
 cleanup() {
@@ -99,13 +118,21 @@ cleanup() {
     log "logs of the failed run (last lines of each service):"
     dc ps >&2 || true
     dc logs --no-color --tail 30 >&2 || true
+    if d2 version >/dev/null 2>&1; then
+      log "the agent host's containers and logs (last lines):"
+      d2 ps -a >&2 || true
+      dca logs --no-color --tail 30 >&2 || true
+    fi
   fi
-  engine_down
+  fleet_down
+  central_down
   # The run's secrets and backup are of no use afterwards.
   rm -rf "$RUN"
   log "stopped everything it started"
   exit "$status"
 }
+# shellcheck source=deploy/smoke/fleet.sh
+. deploy/smoke/fleet.sh
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -137,13 +164,15 @@ scraped() {
     | jq -e '.data.result[0].value[1] == "1"'
 }
 logged_start() {
-  docker logs "$(dc ps -q autoheal-watcher)" 2>&1 | grep -q 'watching Docker health events' \
-    && docker logs "$(dc ps -q autoheal-worker)" 2>&1 | grep -q ' started '
+  docker logs "$(dc ps -q autoheal-watcher)" 2>&1 | grep 'watching Docker health events' >/dev/null \
+    && docker logs "$(dc ps -q autoheal-worker)" 2>&1 | grep ' started ' >/dev/null
 }
 health_of() { docker inspect -f '{{.State.Health.Status}}' "$target"; }
 health_is() { [ "$(health_of)" = "$1" ]; }
 started_at() { docker inspect -f '{{.State.StartedAt}}' "$target"; }
 started_changed() { [ "$(started_at)" != "$1" ]; }
+# grep reads all its input (never -q in a pipeline: under pipefail, the writer killed by SIGPIPE
+# after an early match would turn the match into a failure).
 nothing_left() {
   [ -z "$(docker ps -aq)" ] || { docker ps -a >&2; return 1; }
   [ -z "$(docker volume ls -q)" ] || { docker volume ls >&2; return 1; }
@@ -153,8 +182,8 @@ nothing_left() {
 }
 
 # --- the engine and the images ---------------------------------------------------------------
-[ ! -f "$D/unshare.pid" ] || engine_down
-engine_up
+[ ! -f "$D/unshare.pid" ] || central_down
+engine_up "$D"
 log "make images"
 make --no-print-directory images
 rm -rf "$RUN"
@@ -213,7 +242,7 @@ wait_for 120 "$target is restarted (State.StartedAt changed)" started_changed "$
 wait_for 60 "the restart is audited as action_ok" at_least 1 audit_count action_ok "$target"
 proxy=$(dc ps -q docker-socket-proxy)
 target_id=$(docker inspect -f '{{.Id}}' "$target")
-docker logs "$proxy" 2>&1 | grep -Eq "\"POST /(v[0-9.]+/)?containers/($target|$target_id)/restart[? ].* 204 |^[^\"]* 204 .*\"POST /(v[0-9.]+/)?containers/($target|$target_id)/restart[? ]" \
+docker logs "$proxy" 2>&1 | grep -E >/dev/null "\"POST /(v[0-9.]+/)?containers/($target|$target_id)/restart[? ].* 204 |^[^\"]* 204 .*\"POST /(v[0-9.]+/)?containers/($target|$target_id)/restart[? ]" \
   || fail "the socket proxy did not pass the restart"
 pass "the restart went through the socket proxy (its log has POST /containers/ID/restart answered 204)"
 
@@ -230,6 +259,9 @@ for service in postgres redis prometheus alertmanager docker-socket-proxy autohe
     || fail "$service does not restart unless-stopped"
 done
 pass "docker inspect: every other service restarts unless-stopped"
+
+# --- a fleet: an agent on a second Docker host (deploy/smoke/fleet.sh) ----------------------
+fleet_run
 
 # --- log rotation while Autoheal writes ----------------------------------------------------
 token=$(head -n1 "$AUTOHEAL_SECRETS_DIR/alertmanager_webhook_token")
