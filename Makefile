@@ -55,7 +55,8 @@ services-down:
 images:
 	deploy/images/build.sh
 
-## The compose stack end to end on a private dockerd: canary, flip to production, limits, logrotate,
+## The compose stack end to end on a private dockerd: canary, flip to production, an agent on a
+## second private dockerd as "Running a fleet" says (deploy/smoke/fleet.sh), limits, logrotate,
 ## backup and restore, down -v. Stops everything it started (deploy/smoke/compose-smoke.sh).
 compose-smoke:
 	deploy/smoke/compose-smoke.sh
