@@ -22,6 +22,9 @@ job, with the same guarantees as :func:`remediation.execution.run.job_run`:
 Every other action (Docker, command, webhook, and any policy that creates a silence around its
 action) keeps the one-by-one path, in claim order: destructive actions spend budget and breaker
 units under the switch row's exclusive lock, and an action that takes time needs its heartbeat.
+Only the jobs of that path that a lock-free decision already skips (an open breaker, the kill
+switch, a resolved alert...) are settled together first, as ``job_run``'s own first pass would
+settle them one by one.
 
 Crash safety is the same as one by one: a worker killed before the start commits leaves claimed,
 not started jobs (queued again when their lease runs out); killed after it, started jobs that
@@ -93,15 +96,38 @@ def jobs_run(
     while i < len(jobs):
         if stop is not None and stop.is_set():
             break
-        if not batchable(jobs[i]):
-            ran.append((jobs[i], job_run(job=jobs[i], worker=worker, limits=limits)))
-            i += 1
-            continue
         end = i
-        while end < len(jobs) and batchable(jobs[end]):
+        together = batchable(jobs[i])
+        while end < len(jobs) and batchable(jobs[end]) == together:
             end += 1
-        ran.extend(batch_run(jobs=jobs[i:end], worker=worker, limits=limits))
+        if together:
+            ran.extend(batch_run(jobs=jobs[i:end], worker=worker, limits=limits))
+        else:
+            ran.extend(_one_by_one(jobs=jobs[i:end], worker=worker, limits=limits, stop=stop))
         i = end
+    return ran
+
+
+def _one_by_one(*, jobs: Sequence[Job], worker: str, limits: Limits, stop: threading.Event | None) -> Ran:
+    """Jobs of the careful path: the ones a lock-free decision already skips are settled together
+    (as ``job_run``'s own first pass would, one by one: in a storm behind an open breaker that is
+    nearly all of them); each of the others goes through ``job_run``, which decides again."""
+    now = timezone.now()
+    row = Switch.objects.current()
+    skipped: list[tuple[Job, Decision]] = []
+    rest: list[Job] = []
+    for job in jobs:
+        decision = job_decision(job=job, alert=job.alert, row=row, now=now, limits=limits)
+        if decision.verdict == "skip" and not decision.trip_circuit:
+            skipped.append((job, decision))
+        else:
+            rest.append(job)
+    settled = jobs_settle(pairs=skipped, limits=limits) if skipped else {}
+    ran: Ran = [(job, settled[job.pk]) for job, _ in skipped]
+    for job in rest:
+        if stop is not None and stop.is_set():
+            break
+        ran.append((job, job_run(job=job, worker=worker, limits=limits)))
     return ran
 
 
