@@ -198,7 +198,10 @@ def job_next(request: HttpRequest, host: str, data: dict[str, Any]) -> HttpRespo
     except ValueError:
         raise BadRequest("wait must be a number of seconds") from None
     wait = max(0.0, min(wait, float(settings.AUTOHEAL_AGENT_POLL_SECONDS)))
-    found = handover.agent_job_next(host=host, wait_seconds=wait)
+    start = data.get("start", "0")
+    if start not in ("0", "1"):
+        raise BadRequest("start must be 0 or 1")
+    found = handover.agent_job_next(host=host, wait_seconds=wait, start=start == "1")
     if found is None:
         return HttpResponse(status=204)
     return JsonResponse(found.as_dict())
@@ -227,6 +230,28 @@ def job_heartbeat(request: HttpRequest, host: str, data: dict[str, Any], job_id:
     return JsonResponse({"renewed": True})
 
 
+def _evidence(data: dict[str, Any], *, required: bool) -> dict[str, Any] | None:
+    evidence = data.get("evidence")
+    if evidence is None and not required:
+        return None
+    if not isinstance(evidence, dict):
+        raise BadRequest("evidence must be an object")
+    try:
+        return handover.evidence_clean(evidence)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+@agent_endpoint(("POST",))
+def job_evidence(request: HttpRequest, host: str, data: dict[str, Any], job_id: int) -> HttpResponse:
+    """The evidence the agent read before its Docker action, recorded as ``evidence_captured``."""
+    if data.get("stage", "before_action") != "before_action":
+        raise BadRequest("stage must be before_action")
+    evidence = _evidence(data, required=True) or {}
+    recorded = handover.agent_job_evidence(host=host, job_id=job_id, claim=_int(data, "claim"), evidence=evidence)
+    return JsonResponse({"recorded": recorded, "duplicate": not recorded}, status=201 if recorded else 200)
+
+
 @agent_endpoint(("POST",))
 def job_report(request: HttpRequest, host: str, data: dict[str, Any], job_id: int) -> HttpResponse:
     ok = data.get("ok")
@@ -249,6 +274,7 @@ def job_report(request: HttpRequest, host: str, data: dict[str, Any], job_id: in
         detail=_str(data, "detail", limit=4000, required=False),
         output=output,
         duration_seconds=float(duration) if duration is not None else None,
+        evidence=_evidence(data, required=False),
     )
     return JsonResponse({"disposition": result.disposition, "duplicate": result.duplicate, "state": result.state})
 
