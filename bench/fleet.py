@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -213,6 +214,8 @@ def main() -> None:
     args = parser.parse_args()
 
     url = os.environ.get("AUTOHEAL_BENCH_DATABASE_URL", DEFAULT_DB)
+    # The command jobs run `true`: the central and the agents (which inherit this) must allow it.
+    os.environ.setdefault("AUTOHEAL_COMMAND_ALLOW", shutil.which("true") or "/usr/bin/true")
     db.recreate_database(url)
     env = {**os.environ, "DATABASE_URL": url}
     db.migrate(env)

@@ -424,9 +424,22 @@ class FleetAgent:
         done = threading.Event()
         self._heartbeat_done = done
         heartbeat.start()
-        evidence = None
+        sending: threading.Thread | None = None
+        unsent: dict[str, Any] = {}
         if job.get("capture_evidence") and spec.action in DOCKER_ACTIONS:
-            evidence = self.evidence_send(job_id=job_id, claim=claim, target=spec.target)
+            # Read before the action (it is the sick state's evidence); sent while the action runs.
+            evidence = self.evidence_read(job_id=job_id, target=spec.target)
+            unsent["evidence"] = evidence
+
+            def send() -> None:
+                try:
+                    if self.evidence_send(job_id=job_id, claim=claim, evidence=evidence):
+                        unsent.clear()
+                finally:
+                    self.central.close()
+
+            sending = threading.Thread(target=send, name="agent-evidence", daemon=True)
+            sending.start()
         started = time.monotonic()
         try:
             result = executor.execute(spec, timeout=float(job.get("timeout_seconds") or 30.0))
@@ -438,6 +451,10 @@ class FleetAgent:
         finally:
             done.set()
             heartbeat.join(timeout=5)
+        if sending is not None:
+            sending.join(timeout=EVIDENCE_TIMEOUT + 1)
+        # Evidence the central has not confirmed travels with the report (recorded once either way).
+        left_over = unsent.get("evidence")
         self.report(
             job_id,
             {
@@ -447,25 +464,24 @@ class FleetAgent:
                 "detail": result.detail,
                 "output": result.output,
                 "duration_seconds": round(time.monotonic() - started, 3),
-                **({"evidence": evidence} if evidence is not None else {}),
+                **({"evidence": left_over} if left_over is not None else {}),
             },
         )
 
-    def evidence_send(self, *, job_id: int, claim: int, target: str) -> dict[str, Any] | None:
-        """Read the container's evidence before the action and send it to the central.
-
-        Never stops the action: evidence that cannot be read is sent as its ``error``; evidence
-        the central cannot be reached with now is returned, to travel with the report.
-        """
+    def evidence_read(self, *, job_id: int, target: str) -> dict[str, Any]:
+        """The container's evidence (logs, State, Health, redacted); a failure is its ``error``."""
         try:
             client = self.docker_factory()
             try:
-                evidence = evidence_read(client.containers.get(target), job_id=job_id)
+                return evidence_read(client.containers.get(target), job_id=job_id)
             finally:
                 client.close()
         except Exception as exc:
             logger.warning("job %s: evidence not read: %s", job_id, type(exc).__name__)
-            evidence = {"container": target, "error": redact(f"{type(exc).__name__}: {exc}")[:500]}
+            return {"container": target, "error": redact(f"{type(exc).__name__}: {exc}")[:500]}
+
+    def evidence_send(self, *, job_id: int, claim: int, evidence: dict[str, Any]) -> bool:
+        """Send the evidence to the central; True once it answered (recorded, a duplicate or refused)."""
         body = {"claim": claim, "stage": "before_action", "evidence": evidence}
         try:
             self.central.call("POST", f"jobs/{job_id}/evidence", body=body, timeout=EVIDENCE_TIMEOUT)
@@ -473,8 +489,8 @@ class FleetAgent:
             logger.warning("job %s: the central refused the evidence: %s", job_id, exc)
         except requests.RequestException as exc:
             logger.warning("job %s: evidence not delivered (%s); it goes with the report", job_id, type(exc).__name__)
-            return evidence
-        return None
+            return False
+        return True
 
     def _heartbeat(self, job_id: int, claim: int) -> None:
         """Renew the job's lease while the action runs (own session: this is another thread)."""

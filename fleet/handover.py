@@ -14,6 +14,8 @@ after the lease expired is recorded and applied once, as the worker records a la
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -261,6 +263,7 @@ class _JobNotifier(threading.Thread):
         self.generation = 0
         self.connected = False
         self.changed = threading.Condition()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     def run(self) -> None:
         import psycopg
@@ -291,6 +294,21 @@ class _JobNotifier(threading.Thread):
         with self.changed:
             self.generation += 1
             self.changed.notify_all()
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(_wake, future)
+
+    async def wait_async(self, seen: int, timeout: float) -> None:
+        """:meth:`wait` for a coroutine: no thread is held while it waits."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self.changed:
+            if self.generation != seen:
+                return
+            self._waiters.append((loop, future))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(future, timeout if self.connected else min(timeout, 0.5))
 
     def wait(self, seen: int, timeout: float) -> None:
         """Until the generation moves past ``seen`` or ``timeout`` passes (short steps if offline)."""
@@ -298,6 +316,11 @@ class _JobNotifier(threading.Thread):
             self.changed.wait_for(
                 lambda: self.generation != seen, timeout=timeout if self.connected else min(timeout, 0.5)
             )
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 _notifier: _JobNotifier | None = None
@@ -354,6 +377,47 @@ def agent_job_next(*, host: str, wait_seconds: float, start: bool = False) -> Ha
             notifier.wait(seen, min(left, 1.0))
         else:
             time.sleep(min(left, 0.5))
+
+
+def _poll_step(*, host: str, start: bool, touch: bool) -> HandOver | None | bool:
+    """One look at the host's queue for the async long poll (in a thread: it uses the database)."""
+    if touch:
+        agent_seen(host=host)
+    found = _hand_over_one(host=host, start=start)
+    if found is None and POOLED and not connection.in_atomic_block:
+        connection.close()  # the waiting poll holds no connection of its own
+    return found
+
+
+async def agent_job_next_async(*, host: str, wait_seconds: float, start: bool = False) -> HandOver | None:
+    """:func:`agent_job_next` for the ASGI view: the wait holds no thread, and when the agent goes
+    away (its connection closes) the view is cancelled while it waits, so no job is handed over
+    to an agent that is no longer listening."""
+    from asgiref.sync import sync_to_async
+
+    deadline = time.monotonic() + wait_seconds
+    notifier = _notifier if _notifier is not None and _notifier.is_alive() else None
+    touched = 0.0
+    step = sync_to_async(_poll_step)
+    while True:
+        seen = notifier.generation if notifier is not None else -1
+        touch = time.monotonic() - touched > SEEN_EVERY_SECONDS
+        if touch:
+            touched = time.monotonic()
+        found = await step(host=host, start=start, touch=touch)
+        if isinstance(found, HandOver):
+            return found
+        if found is True:
+            continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        if notifier is None:
+            notifier = await sync_to_async(_job_notifier)()
+        if notifier is not None:
+            await notifier.wait_async(seen, min(left, 1.0))
+        else:
+            await asyncio.sleep(min(left, 0.5))
 
 
 def _owned(job: Job | None, *, host: str, what: str, job_id: int) -> Job:

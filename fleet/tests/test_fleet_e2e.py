@@ -431,5 +431,7 @@ def test_a_report_kept_while_the_central_was_away_survives_an_agent_restart_and_
         assert AgentReport.objects.filter(job=job).count() == 1
         assert len(started_events(job)) == 1
         assert AuditEvent.objects.filter(kind__in=["action_ok", "action_fail"], data__job=job.pk).count() == 1
+        # The evidence read before the restart: recorded once, by its own request or with the report.
+        assert AuditEvent.objects.filter(kind="evidence_captured", data__job=job.pk).count() == 1
     finally:
         proxy.close()
