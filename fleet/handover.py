@@ -381,9 +381,9 @@ def agent_job_next(*, host: str, wait_seconds: float, start: bool = False) -> Ha
 
 def _poll_step(*, host: str, start: bool, touch: bool) -> HandOver | None | bool:
     """One look at the host's queue for the async long poll (in a thread: it uses the database)."""
-    if touch:
-        agent_seen(host=host)
     found = _hand_over_one(host=host, start=start)
+    if touch:
+        agent_seen(host=host)  # after the hand-over: never on a job's path to its start
     if found is None and POOLED and not connection.in_atomic_block:
         connection.close()  # the waiting poll holds no connection of its own
     return found
