@@ -473,7 +473,7 @@ class FleetAgent:
         try:
             client = self.docker_factory()
             try:
-                return evidence_read(client.containers.get(target), job_id=job_id)
+                return evidence_read(client.containers.get(target), job_id=job_id, reload=False)
             finally:
                 client.close()
         except Exception as exc:

@@ -96,14 +96,16 @@ def evidence_capture(container: Any, spec: JobSpec, *, stage: str = "before_acti
     evidence_record(evidence=evidence_read(container, job_id=spec.job_id), spec=spec, policy=policy, stage=stage)
 
 
-def evidence_read(container: Any, *, job_id: int | None = None) -> dict[str, Any]:
+def evidence_read(container: Any, *, job_id: int | None = None, reload: bool = True) -> dict[str, Any]:
     """The container's evidence, read from Docker only (no database): logs, State, Health, redacted.
 
-    A failure to read is the evidence's ``error``; it never raises for Docker's sake.
+    ``reload=False`` for a container object just looked up (its State is current). A failure to
+    read is the evidence's ``error``; it never raises for Docker's sake.
     """
     evidence: dict[str, Any] = {"container": str(container.attrs.get("Name", "")).lstrip("/"), "id": container.short_id}
     try:
-        container.reload()
+        if reload:
+            container.reload()
         state = dict(container.attrs.get("State") or {})
         evidence["health"] = _health(state)
         state.pop("Health", None)
