@@ -180,7 +180,14 @@ def handover_trials(central: Any, trials: int, *, alertname: str = "BenchCommand
             time.sleep(0.02)
         if job is None:
             continue
-        started = AuditEvent.objects.filter(kind="action_started", data__job=job.pk).first()
+        # With the sealer (PostgreSQL's default chain mode) an event joins the table a moment after
+        # its transaction: wait for it rather than leave the trial out.
+        started = None
+        deadline = time.monotonic() + 10
+        while started is None and time.monotonic() < deadline:
+            started = AuditEvent.objects.filter(kind="action_started", data__job=job.pk).first()
+            if started is None:
+                time.sleep(0.05)
         if started is not None:
             times.append((started.ts - job.queued_at).total_seconds())
         time.sleep(0.2)  # the agent is back in its long poll, as in steady state
