@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -179,7 +180,14 @@ def handover_trials(central: Any, trials: int, *, alertname: str = "BenchCommand
             time.sleep(0.02)
         if job is None:
             continue
-        started = AuditEvent.objects.filter(kind="action_started", data__job=job.pk).first()
+        # With the sealer (PostgreSQL's default chain mode) an event joins the table a moment after
+        # its transaction: wait for it rather than leave the trial out.
+        started = None
+        deadline = time.monotonic() + 10
+        while started is None and time.monotonic() < deadline:
+            started = AuditEvent.objects.filter(kind="action_started", data__job=job.pk).first()
+            if started is None:
+                time.sleep(0.05)
         if started is not None:
             times.append((started.ts - job.queued_at).total_seconds())
         time.sleep(0.2)  # the agent is back in its long poll, as in steady state
@@ -213,6 +221,8 @@ def main() -> None:
     args = parser.parse_args()
 
     url = os.environ.get("AUTOHEAL_BENCH_DATABASE_URL", DEFAULT_DB)
+    # The command jobs run `true`: the central and the agents (which inherit this) must allow it.
+    os.environ.setdefault("AUTOHEAL_COMMAND_ALLOW", shutil.which("true") or "/usr/bin/true")
     db.recreate_database(url)
     env = {**os.environ, "DATABASE_URL": url}
     db.migrate(env)

@@ -5,8 +5,13 @@ It needs no database and only connects out (HTTP or HTTPS to the central web). T
 * jobs (the main thread): long-poll for a job placed on this host, run the executor's read-only
   check, ask the central to start it (every guard is decided there), run the existing executor
   (Docker or command: it acts and confirms, StartedAt and health), renew the lease while it runs,
-  and report the outcome. A report that cannot be delivered is kept and re-sent until the central
-  answers (reports are idempotent by job, attempt and claim, so a resend is never applied twice);
+  and report the outcome. The long poll asks for the job already started: the central decides every
+  guard under its switch lock when it hands the job over, so the answer carries the go (one round
+  trip). Before a Docker action whose policy asks for it, the container's evidence (logs, State,
+  Health) is read here and sent to the central's audit trail. A report is written to the state
+  directory's spool (one file each, atomically) before it is sent and removed once the central
+  answers, so a report survives the central being away and the agent being restarted (reports
+  are idempotent by job, attempt and claim, so a resend is never applied twice);
 * health: the same Docker watcher as ``autoheal_watch_docker``, its events forwarded to the
   central's intake instead of this process's;
 * inventory: the host's opted-in containers (names, labels, health), sent at start and whenever
@@ -19,19 +24,25 @@ action finish and be reported, then the agent exits.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import random
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import requests
 
+from accounts.redact import redact
 from remediation.docker_watch import DockerWatcher
+from remediation.evidence import evidence_read
 from remediation.executors import ExecResult, JobSpec, NotAllowed, executor_for
 from remediation.executors.docker import OPT_IN_LABEL
+from remediation.models import DOCKER_ACTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +51,88 @@ BACKOFF_MAX = 30.0
 INVENTORY_REFRESH_SECONDS = 60.0
 # Container events that can change the inventory (names, labels, health, presence).
 INVENTORY_EVENTS = ("create", "start", "die", "destroy", "rename", "health_status", "update", "stop", "restart")
+
+
+DEFAULT_STATE_DIR = "/var/lib/autoheal-agent"
+EVIDENCE_TIMEOUT = 5.0
+
+
+class ReportSpool:
+    """Outcomes not yet acknowledged by the central, one JSON file each in the state directory.
+
+    A file is written to a temporary name, flushed to disk and renamed into place, so a crash never
+    leaves half a report; it is removed once the central has answered. Its name is the job, attempt
+    and claim (never anything secret); the central takes a report once per (job, attempt, claim),
+    so a report sent again after a restart is recognised and never applied twice. Without a
+    directory, reports are kept in memory only.
+    """
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self._memory: dict[str, tuple[int, dict[str, Any]]] = {}
+        if directory is not None:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            probe = directory / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")  # fails now (clearly) rather than when a report must be kept
+            probe.unlink()
+
+    @staticmethod
+    def key(job_id: int, body: dict[str, Any]) -> str:
+        return f"report-{int(job_id)}-{int(body['attempt'])}-{int(body['claim'])}"
+
+    def add(self, job_id: int, body: dict[str, Any]) -> str:
+        key = self.key(job_id, body)
+        if self.directory is None:
+            self._memory[key] = (job_id, body)
+            return key
+        final = self.directory / f"{key}.json"
+        temporary = self.directory / f".{key}.{os.getpid()}.tmp"
+        data = json.dumps({"job": job_id, "body": body}).encode()
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, final)
+        self._sync_directory()
+        return key
+
+    def pending(self) -> list[tuple[str, int, dict[str, Any]]]:
+        """(key, job, body) of every unacknowledged report, oldest first."""
+        if self.directory is None:
+            return [(key, job_id, body) for key, (job_id, body) in self._memory.items()]
+        files = sorted(self.directory.glob("report-*.json"), key=lambda path: (path.stat().st_mtime_ns, path.name))
+        out = []
+        for path in files:
+            try:
+                item = json.loads(path.read_bytes())
+                out.append((path.stem, int(item["job"]), dict(item["body"])))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                # Kept aside for a person to look at, never silently dropped nor retried forever.
+                logger.error("report file %s cannot be read (%s); kept as .bad", path.name, type(exc).__name__)
+                with contextlib.suppress(OSError):
+                    path.rename(path.with_suffix(".bad"))
+        return out
+
+    def remove(self, key: str) -> None:
+        if self.directory is None:
+            self._memory.pop(key, None)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            (self.directory / f"{key}.json").unlink()
+        self._sync_directory()
+
+    def __len__(self) -> int:
+        return len(self.pending())
+
+    def _sync_directory(self) -> None:
+        assert self.directory is not None  # only called with a directory
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class Stopping(BaseException):
@@ -149,6 +242,7 @@ class FleetAgent:
         docker_factory: Callable[[], Any],
         version: str,
         poll_seconds: float = 20.0,
+        spool: ReportSpool | None = None,
     ) -> None:
         self.central = central
         self.host = central.host
@@ -158,8 +252,9 @@ class FleetAgent:
         self.lease_seconds = 60.0
         self.stop_event = threading.Event()
         self.busy = False
-        # Outcomes not yet acknowledged by the central, re-sent before the next poll.
-        self.pending_reports: list[tuple[int, dict[str, Any]]] = []
+        # Outcomes not yet acknowledged by the central, re-sent before the next poll (and after a
+        # restart: the spool is on disk).
+        self.spool = spool if spool is not None else ReportSpool(None)
         self.watcher = DockerWatcher(client_factory=docker_factory, on_health=self.forward_health)
         self._inventory_sent: list[dict[str, Any]] | None = None
         self._inventory_wake = threading.Event()
@@ -259,18 +354,25 @@ class FleetAgent:
 
     def flush_reports(self) -> None:
         """Deliver the outcomes the central has not acknowledged yet, oldest first."""
-        while self.pending_reports:
-            job_id, body = self.pending_reports[0]
+        for key, job_id, body in self.spool.pending():
             try:
                 answer = self.central.call("POST", f"jobs/{job_id}/report", body=body)
                 logger.info("job %s reported: %s", job_id, answer)
             except CentralError as exc:
                 # Refused for good (another host's job, a bad body): resending cannot help.
                 logger.error("the report of job %s was refused: %s", job_id, exc)
-            self.pending_reports.pop(0)
+            self.spool.remove(key)
+
+    def report(self, job_id: int, body: dict[str, Any]) -> None:
+        """Keep an outcome in the spool until the central acknowledges it (flush_reports)."""
+        self.spool.add(job_id, body)
 
     def run_job(self, job: dict[str, Any]) -> None:
-        """Check, start (under the central's guards), act, confirm and report one handed-over job."""
+        """Check, start (under the central's guards), act, confirm and report one handed-over job.
+
+        A job handed over with ``go`` was started by the central at hand-over; otherwise (an older
+        central) the agent asks for the start after its check.
+        """
         job_id, claim = int(job["job"]), int(job["claim"])
         spec = JobSpec(
             action=job["action"],
@@ -280,12 +382,13 @@ class FleetAgent:
             alertname=job.get("alertname", ""),
             fingerprint=job.get("fingerprint", ""),
             job_id=job_id,
-            # Evidence is recorded in the central's audit trail; an agent has no database, so a job
-            # it runs keeps none (see docs/interface.md, "The fleet").
+            # The executor never reads the policy here (no database): the agent reads the evidence
+            # itself below and sends it to the central, which records it.
             capture_evidence=False,
         )
         self.lease_seconds = float(job.get("lease_seconds") or self.lease_seconds)
         base = {"claim": claim, "attempt": int(job["attempt"])}
+        started_at_handover = job.get("go") is True
         try:
             executor = executor_for(spec.action)
             executor.check(spec)
@@ -294,30 +397,49 @@ class FleetAgent:
             try:
                 self._retrying(lambda: self.central.call("POST", f"jobs/{job_id}/refuse", body=refusal))
             except CentralError as refused:
-                # The job is no longer ours (its hand-over lease ran out): nothing ran, nothing to do.
+                # The job is no longer ours (its lease ran out): nothing ran, nothing to do.
                 logger.warning("job %s: the refusal was not taken: %s", job_id, refused)
             logger.info("job %s refused here: %s", job_id, exc)
             return
         except Exception as exc:
             logger.warning("job %s: check failed: %s", job_id, type(exc).__name__)
-            self.pending_reports.append(
-                (job_id, {**base, "ok": False, "transient": True, "detail": f"check failed: {exc}", "output": {}})
+            self.report(
+                job_id, {**base, "ok": False, "transient": True, "detail": f"check failed: {exc}", "output": {}}
             )
             return
-        try:
-            answer = self._retrying(lambda: self.central.call("POST", f"jobs/{job_id}/start", body={"claim": claim}))
-        except CentralError as exc:
-            # 409: the hand-over lease ran out (this agent was slow or away) and the job went back
-            # to the queue: nothing ran here, so there is nothing to report.
-            logger.warning("job %s not started: %s", job_id, exc)
-            return
-        if not answer or not answer.get("go"):
-            logger.info("job %s not started: %s", job_id, (answer or {}).get("reason"))
-            return
+        if not started_at_handover:
+            try:
+                answer = self._retrying(
+                    lambda: self.central.call("POST", f"jobs/{job_id}/start", body={"claim": claim})
+                )
+            except CentralError as exc:
+                # 409: the hand-over lease ran out (this agent was slow or away) and the job went
+                # back to the queue: nothing ran here, so there is nothing to report.
+                logger.warning("job %s not started: %s", job_id, exc)
+                return
+            if not answer or not answer.get("go"):
+                logger.info("job %s not started: %s", job_id, (answer or {}).get("reason"))
+                return
         heartbeat = threading.Thread(target=self._heartbeat, args=(job_id, claim), daemon=True)
         done = threading.Event()
         self._heartbeat_done = done
         heartbeat.start()
+        sending: threading.Thread | None = None
+        unsent: dict[str, Any] = {}
+        if job.get("capture_evidence") and spec.action in DOCKER_ACTIONS:
+            # Read before the action (it is the sick state's evidence); sent while the action runs.
+            evidence = self.evidence_read(job_id=job_id, target=spec.target)
+            unsent["evidence"] = evidence
+
+            def send() -> None:
+                try:
+                    if self.evidence_send(job_id=job_id, claim=claim, evidence=evidence):
+                        unsent.clear()
+                finally:
+                    self.central.close()
+
+            sending = threading.Thread(target=send, name="agent-evidence", daemon=True)
+            sending.start()
         started = time.monotonic()
         try:
             result = executor.execute(spec, timeout=float(job.get("timeout_seconds") or 30.0))
@@ -329,19 +451,46 @@ class FleetAgent:
         finally:
             done.set()
             heartbeat.join(timeout=5)
-        self.pending_reports.append(
-            (
-                job_id,
-                {
-                    **base,
-                    "ok": result.ok,
-                    "transient": result.transient,
-                    "detail": result.detail,
-                    "output": result.output,
-                    "duration_seconds": round(time.monotonic() - started, 3),
-                },
-            )
+        if sending is not None:
+            sending.join(timeout=EVIDENCE_TIMEOUT + 1)
+        # Evidence the central has not confirmed travels with the report (recorded once either way).
+        left_over = unsent.get("evidence")
+        self.report(
+            job_id,
+            {
+                **base,
+                "ok": result.ok,
+                "transient": result.transient,
+                "detail": result.detail,
+                "output": result.output,
+                "duration_seconds": round(time.monotonic() - started, 3),
+                **({"evidence": left_over} if left_over is not None else {}),
+            },
         )
+
+    def evidence_read(self, *, job_id: int, target: str) -> dict[str, Any]:
+        """The container's evidence (logs, State, Health, redacted); a failure is its ``error``."""
+        try:
+            client = self.docker_factory()
+            try:
+                return evidence_read(client.containers.get(target), job_id=job_id, reload=False)
+            finally:
+                client.close()
+        except Exception as exc:
+            logger.warning("job %s: evidence not read: %s", job_id, type(exc).__name__)
+            return {"container": target, "error": redact(f"{type(exc).__name__}: {exc}")[:500]}
+
+    def evidence_send(self, *, job_id: int, claim: int, evidence: dict[str, Any]) -> bool:
+        """Send the evidence to the central; True once it answered (recorded, a duplicate or refused)."""
+        body = {"claim": claim, "stage": "before_action", "evidence": evidence}
+        try:
+            self.central.call("POST", f"jobs/{job_id}/evidence", body=body, timeout=EVIDENCE_TIMEOUT)
+        except CentralError as exc:
+            logger.warning("job %s: the central refused the evidence: %s", job_id, exc)
+        except requests.RequestException as exc:
+            logger.warning("job %s: evidence not delivered (%s); it goes with the report", job_id, type(exc).__name__)
+            return False
+        return True
 
     def _heartbeat(self, job_id: int, claim: int) -> None:
         """Renew the job's lease while the action runs (own session: this is another thread)."""
@@ -365,7 +514,9 @@ class FleetAgent:
 
     def poll_once(self) -> bool:
         """One long poll; True if a job was run."""
-        job = self.central.call("GET", "jobs/next", body={"wait": self.poll_seconds}, timeout=self.poll_seconds + 15)
+        job = self.central.call(
+            "GET", "jobs/next", body={"wait": self.poll_seconds, "start": 1}, timeout=self.poll_seconds + 15
+        )
         if job is None:
             return False
         self.busy = True
@@ -441,10 +592,11 @@ class FleetAgent:
                 stream.close()
             except Exception:
                 logger.debug("closing the events stream failed", exc_info=True)
-        # Outcomes still unsent get a last, bounded try; their job's lease settles them otherwise.
-        if self.pending_reports:
+        # Outcomes still unsent get a last, bounded try; the spool keeps them for the next start.
+        if len(self.spool):
             try:
                 self.flush_reports()
             except Exception:
-                logger.warning("%d report(s) could not be delivered before exit", len(self.pending_reports))
+                where = f"kept in {self.spool.directory}" if self.spool.directory else "lost (no state directory)"
+                logger.warning("%d report(s) could not be delivered before exit: %s", len(self.spool), where)
         logger.info("agent of host %s stopped", self.host)

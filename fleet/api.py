@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -68,6 +69,30 @@ def _str(data: dict[str, Any], name: str, *, limit: int = 255, required: bool = 
     return value
 
 
+def _agent_request(request: HttpRequest, methods: tuple[str, ...]) -> tuple[str, dict[str, Any]] | HttpResponse:
+    """The token's host and the request's data, or the answer that refuses it (401, 403, 405, 400)."""
+    if request.method not in methods:
+        return _error(f"use {' or '.join(methods)}", 405)
+    # Its own scheme, not Bearer: the site's Bearer tokens (API keys, provider tokens) are
+    # a different credential, checked by the accounts middleware before any view runs.
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    token = value.strip() if scheme.lower() == "agent" else ""
+    row = agent_token_authenticate(token)
+    if row is None:
+        response = _error("an agent token (Authorization: Agent ...) that is valid and not revoked is required", 401)
+        response["WWW-Authenticate"] = 'Agent realm="autoheal-agent"'
+        return response
+    try:
+        data = _body(request) if request.method in ("POST", "PUT") else dict(request.GET.items())
+        host = _str(data, "host", limit=100)
+    except BadRequest as exc:
+        return _error(str(exc), 400)
+    if host != row.host:
+        handover.agent_refused(host=row.host, what=f"{request.method} {request.path} for host {host}", other_host=host)
+        return _error(f"this token is for host {row.host}, not {host}", 403)
+    return row.host, data
+
+
 def agent_endpoint(methods: tuple[str, ...]) -> Callable[[AgentView], AgentView]:
     """Authenticate the host's token, check the host it names, map service errors to answers."""
 
@@ -75,28 +100,12 @@ def agent_endpoint(methods: tuple[str, ...]) -> Callable[[AgentView], AgentView]
         @csrf_exempt
         @wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if request.method not in methods:
-                return _error(f"use {' or '.join(methods)}", 405)
-            # Its own scheme, not Bearer: the site's Bearer tokens (API keys, provider tokens) are
-            # a different credential, checked by the accounts middleware before any view runs.
-            scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-            token = value.strip() if scheme.lower() == "agent" else ""
-            row = agent_token_authenticate(token)
-            if row is None:
-                response = _error(
-                    "an agent token (Authorization: Agent ...) that is valid and not revoked is required", 401
-                )
-                response["WWW-Authenticate"] = 'Agent realm="autoheal-agent"'
-                return response
+            checked = _agent_request(request, methods)
+            if isinstance(checked, HttpResponse):
+                return checked
+            host, data = checked
             try:
-                data = _body(request) if request.method in ("POST", "PUT") else dict(request.GET.items())
-                host = _str(data, "host", limit=100)
-                if host != row.host:
-                    handover.agent_refused(
-                        host=row.host, what=f"{request.method} {request.path} for host {host}", other_host=host
-                    )
-                    return _error(f"this token is for host {row.host}, not {host}", 403)
-                return view(request, row.host, data, *args, **kwargs)
+                return view(request, host, data, *args, **kwargs)
             except BadRequest as exc:
                 return _error(str(exc), 400)
             except handover.Forbidden as exc:
@@ -190,15 +199,34 @@ def health_event(request: HttpRequest, host: str, data: dict[str, Any]) -> HttpR
     return JsonResponse({"outcome": outcome}, status=202)
 
 
-@agent_endpoint(("GET",))
-def job_next(request: HttpRequest, host: str, data: dict[str, Any]) -> HttpResponse:
-    """Long poll: the next job placed on the host (200), or 204 after ``wait`` seconds without one."""
+def _poll_params(data: dict[str, Any]) -> tuple[float, bool]:
     try:
         wait = float(data.get("wait", settings.AUTOHEAL_AGENT_POLL_SECONDS))
     except ValueError:
         raise BadRequest("wait must be a number of seconds") from None
-    wait = max(0.0, min(wait, float(settings.AUTOHEAL_AGENT_POLL_SECONDS)))
-    found = handover.agent_job_next(host=host, wait_seconds=wait)
+    start = data.get("start", "0")
+    if start not in ("0", "1"):
+        raise BadRequest("start must be 0 or 1")
+    return max(0.0, min(wait, float(settings.AUTOHEAL_AGENT_POLL_SECONDS))), start == "1"
+
+
+@csrf_exempt
+async def job_next(request: HttpRequest) -> HttpResponse:
+    """Long poll: the next job placed on the host (200), or 204 after ``wait`` seconds without one.
+
+    Asynchronous, so a waiting poll holds no thread, and one whose agent has gone away is cancelled
+    while it waits instead of taking a job nobody will hear about. ``start=1``: the job comes
+    started when the guards allow (``go``), decided under the switch lock at the hand-over.
+    """
+    checked = await sync_to_async(_agent_request)(request, ("GET",))
+    if isinstance(checked, HttpResponse):
+        return checked
+    host, data = checked
+    try:
+        wait, start = _poll_params(data)
+    except BadRequest as exc:
+        return _error(str(exc), 400)
+    found = await handover.agent_job_next_async(host=host, wait_seconds=wait, start=start)
     if found is None:
         return HttpResponse(status=204)
     return JsonResponse(found.as_dict())
@@ -227,6 +255,28 @@ def job_heartbeat(request: HttpRequest, host: str, data: dict[str, Any], job_id:
     return JsonResponse({"renewed": True})
 
 
+def _evidence(data: dict[str, Any], *, required: bool) -> dict[str, Any] | None:
+    evidence = data.get("evidence")
+    if evidence is None and not required:
+        return None
+    if not isinstance(evidence, dict):
+        raise BadRequest("evidence must be an object")
+    try:
+        return handover.evidence_clean(evidence)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+@agent_endpoint(("POST",))
+def job_evidence(request: HttpRequest, host: str, data: dict[str, Any], job_id: int) -> HttpResponse:
+    """The evidence the agent read before its Docker action, recorded as ``evidence_captured``."""
+    if data.get("stage", "before_action") != "before_action":
+        raise BadRequest("stage must be before_action")
+    evidence = _evidence(data, required=True) or {}
+    recorded = handover.agent_job_evidence(host=host, job_id=job_id, claim=_int(data, "claim"), evidence=evidence)
+    return JsonResponse({"recorded": recorded, "duplicate": not recorded}, status=201 if recorded else 200)
+
+
 @agent_endpoint(("POST",))
 def job_report(request: HttpRequest, host: str, data: dict[str, Any], job_id: int) -> HttpResponse:
     ok = data.get("ok")
@@ -249,6 +299,7 @@ def job_report(request: HttpRequest, host: str, data: dict[str, Any], job_id: in
         detail=_str(data, "detail", limit=4000, required=False),
         output=output,
         duration_seconds=float(duration) if duration is not None else None,
+        evidence=_evidence(data, required=False),
     )
     return JsonResponse({"disposition": result.disposition, "duplicate": result.duplicate, "state": result.state})
 

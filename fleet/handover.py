@@ -14,6 +14,8 @@ after the lease expired is recorded and applied once, as the worker records a la
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -25,16 +27,18 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from accounts.redact import redact
 from audit.services import audit_record
 from fleet.models import Agent, AgentReport
 from fleet.placement import HOST_OFFLINE, local_hosts
 from remediation import safety
 from remediation.decisions import Decision
+from remediation.evidence import evidence_record
 from remediation.execution.facts import audit_base, host_data, is_destructive, job_decision, job_spec
 from remediation.execution.leases import job_claim
 from remediation.execution.outcome import job_finish, job_settle, trip_if_over
 from remediation.executors import DEFAULT_TIMEOUT, ExecResult, NotAllowed, timeout_for
-from remediation.models import Job, Switch
+from remediation.models import DOCKER_ACTIONS, Job, Switch
 from remediation.wakeup import CHANNEL
 
 logger = logging.getLogger(__name__)
@@ -108,9 +112,17 @@ class HandOver:
     fingerprint: str
     lease_seconds: int
     timeout_seconds: float
+    capture_evidence: bool = False
+    # Started at hand-over (the agent asked for it): every guard was decided under the switch lock
+    # and ``action_started`` written; None for a hand-over the agent still has to start.
+    go: bool | None = None
+    probe: bool = False
 
     def as_dict(self) -> dict[str, Any]:
+        started = {} if self.go is None else {"go": self.go, "probe": self.probe}
         return {
+            **started,
+            "capture_evidence": self.capture_evidence,
             "job": self.job,
             "claim": self.claim,
             "attempt": self.attempt,
@@ -125,8 +137,38 @@ class HandOver:
         }
 
 
-def _hand_over_one(*, host: str) -> HandOver | None | bool:
-    """Claim one due job of the host; a job the guards stop is settled here (returns True)."""
+def _wants_evidence(job: Job) -> bool:
+    """Whether the agent should read evidence before the action: a Docker action whose policy asks."""
+    return job.action in DOCKER_ACTIONS and (job.policy is None or job.policy.capture_evidence is not False)
+
+
+def _hand_over(job: Job, spec: Any, timeout: float, *, go: bool | None = None, probe: bool = False) -> HandOver:
+    return HandOver(
+        job=job.pk,
+        claim=job.attempts,
+        attempt=job.attempt,
+        action=spec.action,
+        target=spec.target,
+        params=spec.params,
+        labels=spec.labels,
+        alertname=spec.alertname,
+        fingerprint=spec.fingerprint,
+        lease_seconds=settings.AUTOHEAL_LEASE_SECONDS,
+        timeout_seconds=timeout,
+        capture_evidence=_wants_evidence(job),
+        go=go,
+        probe=probe,
+    )
+
+
+def _hand_over_one(*, host: str, start: bool = False) -> HandOver | None | bool:
+    """Claim one due job of the host; a job the guards stop is settled here (returns True).
+
+    ``start``: decide the guards under the switch lock and mark the job started in the claim's own
+    transaction, so the answer carries the go (one round trip instead of two).
+    """
+    if start:
+        return _hand_over_started(host=host)
     job = job_claim(worker=agent_worker(host), hosts=(host,))
     if job is None:
         return None
@@ -151,19 +193,60 @@ def _hand_over_one(*, host: str) -> HandOver | None | bool:
     except NotAllowed as exc:
         job_settle(job=job, decision=Decision("skip", "not_allowed", str(exc)), limits=limits)
         return True
-    return HandOver(
-        job=job.pk,
-        claim=job.attempts,
-        attempt=job.attempt,
-        action=spec.action,
-        target=spec.target,
-        params=spec.params,
-        labels=spec.labels,
-        alertname=spec.alertname,
-        fingerprint=spec.fingerprint,
-        lease_seconds=settings.AUTOHEAL_LEASE_SECONDS,
-        timeout_seconds=timeout,
+    return _hand_over(job, spec, timeout)
+
+
+def _hand_over_started(*, host: str) -> HandOver | None | bool:
+    """Claim, decide under the switch lock and start one job in one transaction (one commit).
+
+    The same decision as :func:`agent_job_start` and the worker's start, read under the lock, so
+    the guards are decided exactly once per start. The lease is the full one from here: an agent
+    that dies (or whose answer is lost) leaves the job ``unknown`` at lease expiry, never re-run.
+    """
+    limits = safety.limits_from_settings()
+    with transaction.atomic():
+        job = job_claim(worker=agent_worker(host), hosts=(host,))
+        if job is None:
+            return None
+        row = safety.switch_locked()
+        now = timezone.now()
+        decision = job_decision(job=job, alert=job.alert, row=row, now=now, limits=limits)
+        if decision.verdict != "run":
+            job_settle(job=job, decision=decision, limits=limits)
+            return True
+        spec = job_spec(job)
+        try:
+            timeout = timeout_for(spec, default=DEFAULT_TIMEOUT)
+        except NotAllowed as exc:
+            job_settle(job=job, decision=Decision("skip", "not_allowed", str(exc)), limits=limits)
+            return True
+        _mark_started(job=job, row=row, now=now, decision=decision, limits=limits, host=host)
+    return _hand_over(job, spec, timeout, go=True, probe=decision.probe)
+
+
+def _mark_started(*, job: Job, row: Switch, now: datetime, decision: Decision, limits: Any, host: str) -> None:
+    """Under the switch lock: the job is started, ``action_started`` written, the breaker counted."""
+    job.started_at = now
+    job.lease_expires_at = now + timedelta(seconds=settings.AUTOHEAL_LEASE_SECONDS)
+    job.result = {"probe": decision.probe}
+    Job.objects.filter(pk=job.pk).update(
+        started_at=job.started_at, lease_expires_at=job.lease_expires_at, result=job.result
     )
+    audit_record(
+        kind="action_started",
+        message=f"{job.action} {job.target} on {host}".strip(),
+        data={
+            "job": job.pk,
+            "action": job.action,
+            "attempt": job.attempt,
+            "try": job.attempts,
+            "probe": decision.probe,
+            **host_data(job),
+        },
+        **audit_base(job),
+    )
+    if is_destructive(job.action) and not decision.probe:
+        trip_if_over(row=row, now=now, limits=limits, counting_start=True)
 
 
 class _JobNotifier(threading.Thread):
@@ -180,6 +263,7 @@ class _JobNotifier(threading.Thread):
         self.generation = 0
         self.connected = False
         self.changed = threading.Condition()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     def run(self) -> None:
         import psycopg
@@ -210,6 +294,21 @@ class _JobNotifier(threading.Thread):
         with self.changed:
             self.generation += 1
             self.changed.notify_all()
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(_wake, future)
+
+    async def wait_async(self, seen: int, timeout: float) -> None:
+        """:meth:`wait` for a coroutine: no thread is held while it waits."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self.changed:
+            if self.generation != seen:
+                return
+            self._waiters.append((loop, future))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(future, timeout if self.connected else min(timeout, 0.5))
 
     def wait(self, seen: int, timeout: float) -> None:
         """Until the generation moves past ``seen`` or ``timeout`` passes (short steps if offline)."""
@@ -217,6 +316,11 @@ class _JobNotifier(threading.Thread):
             self.changed.wait_for(
                 lambda: self.generation != seen, timeout=timeout if self.connected else min(timeout, 0.5)
             )
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 _notifier: _JobNotifier | None = None
@@ -236,8 +340,12 @@ def _job_notifier() -> _JobNotifier | None:
         return _notifier
 
 
-def agent_job_next(*, host: str, wait_seconds: float) -> HandOver | None:
-    """Long poll: the next job placed on the host, waiting up to ``wait_seconds`` for one."""
+def agent_job_next(*, host: str, wait_seconds: float, start: bool = False) -> HandOver | None:
+    """Long poll: the next job placed on the host, waiting up to ``wait_seconds`` for one.
+
+    ``start``: the job comes already started (``go``) when the guards allow, see
+    :func:`_hand_over_started`.
+    """
     deadline = time.monotonic() + wait_seconds
     # Started with the first poll that has to wait (a poll that finds work never needs it).
     notifier = _notifier if _notifier is not None and _notifier.is_alive() else None
@@ -248,7 +356,7 @@ def agent_job_next(*, host: str, wait_seconds: float) -> HandOver | None:
             # "Last seen" needs seconds, not every wake-up: one write per few seconds of poll.
             agent_seen(host=host)
             touched = time.monotonic()
-        found = _hand_over_one(host=host)
+        found = _hand_over_one(host=host, start=start)
         if isinstance(found, HandOver):
             return found
         if found is True:
@@ -269,6 +377,47 @@ def agent_job_next(*, host: str, wait_seconds: float) -> HandOver | None:
             notifier.wait(seen, min(left, 1.0))
         else:
             time.sleep(min(left, 0.5))
+
+
+def _poll_step(*, host: str, start: bool, touch: bool) -> HandOver | None | bool:
+    """One look at the host's queue for the async long poll (in a thread: it uses the database)."""
+    found = _hand_over_one(host=host, start=start)
+    if touch:
+        agent_seen(host=host)  # after the hand-over: never on a job's path to its start
+    if found is None and POOLED and not connection.in_atomic_block:
+        connection.close()  # the waiting poll holds no connection of its own
+    return found
+
+
+async def agent_job_next_async(*, host: str, wait_seconds: float, start: bool = False) -> HandOver | None:
+    """:func:`agent_job_next` for the ASGI view: the wait holds no thread, and when the agent goes
+    away (its connection closes) the view is cancelled while it waits, so no job is handed over
+    to an agent that is no longer listening."""
+    from asgiref.sync import sync_to_async
+
+    deadline = time.monotonic() + wait_seconds
+    notifier = _notifier if _notifier is not None and _notifier.is_alive() else None
+    touched = 0.0
+    step = sync_to_async(_poll_step)
+    while True:
+        seen = notifier.generation if notifier is not None else -1
+        touch = time.monotonic() - touched > SEEN_EVERY_SECONDS
+        if touch:
+            touched = time.monotonic()
+        found = await step(host=host, start=start, touch=touch)
+        if isinstance(found, HandOver):
+            return found
+        if found is True:
+            continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        if notifier is None:
+            notifier = await sync_to_async(_job_notifier)()
+        if notifier is not None:
+            await notifier.wait_async(seen, min(left, 1.0))
+        else:
+            await asyncio.sleep(min(left, 0.5))
 
 
 def _owned(job: Job | None, *, host: str, what: str, job_id: int) -> Job:
@@ -302,25 +451,7 @@ def agent_job_start(*, host: str, job_id: int, claim: int) -> dict[str, Any]:
         if decision.verdict != "run":
             outcome = job_settle(job=current, decision=decision, limits=limits)
             return {"go": False, "reason": decision.reason or decision.verdict, "state": outcome.state}
-        current.started_at = now
-        current.lease_expires_at = now + timedelta(seconds=settings.AUTOHEAL_LEASE_SECONDS)
-        current.result = {"probe": decision.probe}
-        current.save(update_fields=["started_at", "lease_expires_at", "result"])
-        audit_record(
-            kind="action_started",
-            message=f"{current.action} {current.target} on {host}".strip(),
-            data={
-                "job": current.pk,
-                "action": current.action,
-                "attempt": current.attempt,
-                "try": current.attempts,
-                "probe": decision.probe,
-                **host_data(current),
-            },
-            **audit_base(current),
-        )
-        if is_destructive(current.action) and not decision.probe:
-            trip_if_over(row=row, now=now, limits=limits, counting_start=True)
+        _mark_started(job=current, row=row, now=now, decision=decision, limits=limits, host=host)
     return {"go": True, "probe": decision.probe}
 
 
@@ -332,12 +463,73 @@ def agent_job_refuse(*, host: str, job_id: int, claim: int, detail: str, reason:
     )
     if current.state != Job.State.RUNNING or current.lease_owner != agent_worker(host) or current.attempts != claim:
         raise Conflict(f"job {job_id} is no longer leased to this agent")
-    if current.started_at is not None:
-        raise Conflict(f"job {job_id} already started: report its outcome instead")
+    # A job started at hand-over is checked by the agent after its start: a refusal then is what
+    # the worker records for a target gone after its start, a skip (nothing ran on the host).
+    extra = {"after_start": True} if current.started_at is not None else None
     outcome = job_settle(
-        job=current, decision=Decision("skip", reason, detail[:500]), limits=safety.limits_from_settings()
+        job=current, decision=Decision("skip", reason, detail[:500]), limits=safety.limits_from_settings(), extra=extra
     )
     return outcome.state
+
+
+EVIDENCE_KEYS = ("container", "id", "health", "state", "logs", "logs_truncated", "log_lines", "error")
+EVIDENCE_MAX_BYTES = 256 * 1024
+EVIDENCE_DEPTH = 6
+
+
+def _redacted(value: Any, depth: int = 0) -> Any:
+    """Every string of an agent's evidence through the log redaction again (the central's own pass)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict) and depth < EVIDENCE_DEPTH:
+        return {str(k)[:100]: _redacted(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list) and depth < EVIDENCE_DEPTH:
+        return [_redacted(v, depth + 1) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return None
+
+
+def evidence_clean(evidence: dict[str, Any]) -> dict[str, Any]:
+    """An agent's evidence as the central keeps it: the known fields only, redacted, size-bounded.
+
+    ValueError when it is larger than ``EVIDENCE_MAX_BYTES`` once cleaned.
+    """
+    import json
+
+    cleaned = {key: _redacted(evidence[key]) for key in EVIDENCE_KEYS if key in evidence}
+    if len(json.dumps(cleaned)) > EVIDENCE_MAX_BYTES:
+        raise ValueError(f"evidence is larger than {EVIDENCE_MAX_BYTES} bytes")
+    return cleaned
+
+
+def agent_job_evidence(*, host: str, job_id: int, claim: int, evidence: dict[str, Any]) -> bool:
+    """Record the evidence the agent read before its Docker action, as a local job's (``data.host``).
+
+    Once per (job, claim): a resend is answered False and records nothing.
+    """
+    job = _owned(
+        Job.objects.select_related("alert", "policy").filter(pk=job_id).first(),
+        host=host,
+        what="evidence",
+        job_id=job_id,
+    )
+    if job.lease_owner != agent_worker(host) or job.attempts != claim or job.started_at is None:
+        raise Conflict(f"job {job_id} is not started by this agent")
+    return _evidence_record(job=job, claim=claim, host=host, evidence=evidence)
+
+
+def _evidence_record(*, job: Job, claim: int, host: str, evidence: dict[str, Any]) -> bool:
+    cleaned = evidence_clean(evidence)
+    with transaction.atomic():
+        # Under the job row's lock, the job's result remembers the claim whose evidence is recorded:
+        # a second copy (a resend, or the same evidence in the report) records nothing.
+        result = Job.objects.select_for_update().filter(pk=job.pk).values_list("result", flat=True).first() or {}
+        if result.get("evidence_try") == claim:
+            return False
+        Job.objects.filter(pk=job.pk).update(result={**result, "evidence_try": claim})
+        evidence_record(evidence=cleaned, spec=job_spec(job), policy=job.policy_name, stage="before_action", host=host)
+    return True
 
 
 def agent_job_heartbeat(*, host: str, job_id: int, claim: int) -> bool:
@@ -370,6 +562,7 @@ def agent_job_report(
     detail: str,
     output: dict[str, Any],
     duration_seconds: float | None,
+    evidence: dict[str, Any] | None = None,
 ) -> ReportResult:
     """Record an agent's outcome once per (job, attempt, claim) and apply it to the job once."""
     job = _owned(
@@ -401,6 +594,9 @@ def agent_job_report(
                 payload={"transient": transient, "output": output, "duration_seconds": duration_seconds},
                 disposition=disposition,
             )
+            if evidence is not None and mine and current.started_at is not None:
+                # Evidence the agent could not deliver before its action comes with the outcome.
+                _evidence_record(job=current, claim=claim, host=host, evidence=evidence)
             if disposition != "ignored":
                 probe = bool((current.result or {}).get("probe"))
                 outcome = job_finish(

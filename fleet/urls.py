@@ -13,5 +13,6 @@ urlpatterns = [
     path("api/agent/jobs/<int:job_id>/start", api.job_start, name="agent-job-start"),
     path("api/agent/jobs/<int:job_id>/refuse", api.job_refuse, name="agent-job-refuse"),
     path("api/agent/jobs/<int:job_id>/heartbeat", api.job_heartbeat, name="agent-job-heartbeat"),
+    path("api/agent/jobs/<int:job_id>/evidence", api.job_evidence, name="agent-job-evidence"),
     path("api/agent/jobs/<int:job_id>/report", api.job_report, name="agent-job-report"),
 ]

@@ -93,24 +93,47 @@ def evidence_capture(container: Any, spec: JobSpec, *, stage: str = "before_acti
     wanted, policy = _wanted(spec)
     if not wanted:
         return
+    evidence_record(evidence=evidence_read(container, job_id=spec.job_id), spec=spec, policy=policy, stage=stage)
+
+
+def evidence_read(container: Any, *, job_id: int | None = None, reload: bool = True) -> dict[str, Any]:
+    """The container's evidence, read from Docker only (no database): logs, State, Health, redacted.
+
+    ``reload=False`` for a container object just looked up (its State is current). A failure to
+    read is the evidence's ``error``; it never raises for Docker's sake.
+    """
     evidence: dict[str, Any] = {"container": str(container.attrs.get("Name", "")).lstrip("/"), "id": container.short_id}
     try:
-        container.reload()
+        if reload:
+            container.reload()
         state = dict(container.attrs.get("State") or {})
         evidence["health"] = _health(state)
         state.pop("Health", None)
         evidence["state"] = {k: redact(v) if isinstance(v, str) else v for k, v in state.items()}
         evidence.update(_logs(container))
     except Exception as exc:  # evidence must never stop the repair
-        logger.warning("job %s: evidence capture failed: %s", spec.job_id, type(exc).__name__)
+        logger.warning("job %s: evidence capture failed: %s", job_id, type(exc).__name__)
         evidence["error"] = redact(f"{type(exc).__name__}: {exc}")[:500]
+    return evidence
+
+
+def evidence_record(
+    *, evidence: dict[str, Any], spec: JobSpec, policy: str, stage: str = "before_action", host: str = ""
+) -> None:
+    """The ``evidence_captured`` audit event of read evidence (``host``: the agent's host that read it)."""
     audit_record(
         kind="evidence_captured",
-        message=f"evidence of {evidence['container']} before {spec.action}"
+        message=f"evidence of {evidence.get('container', '')} before {spec.action}"
         + (" (before approval)" if stage == "before_approval" else ""),
         alertname=spec.alertname,
         fingerprint=spec.fingerprint,
         policy=policy,
         target=spec.target,
-        data={"job": spec.job_id, "action": spec.action, "stage": stage, "evidence": evidence},
+        data={
+            "job": spec.job_id,
+            "action": spec.action,
+            "stage": stage,
+            "evidence": evidence,
+            **({"host": host} if host else {}),
+        },
     )

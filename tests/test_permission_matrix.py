@@ -64,6 +64,7 @@ MATRIX: dict[str, tuple[str, dict[str, str]]] = {
     "api/agent/jobs/<int:job_id>/start": ("/api/agent/jobs/1/start", {"POST": OWN_TOKEN}),
     "api/agent/jobs/<int:job_id>/refuse": ("/api/agent/jobs/1/refuse", {"POST": OWN_TOKEN}),
     "api/agent/jobs/<int:job_id>/heartbeat": ("/api/agent/jobs/1/heartbeat", {"POST": OWN_TOKEN}),
+    "api/agent/jobs/<int:job_id>/evidence": ("/api/agent/jobs/1/evidence", {"POST": OWN_TOKEN}),
     "api/agent/jobs/<int:job_id>/report": ("/api/agent/jobs/1/report", {"POST": OWN_TOKEN}),
 }
 # Included URLconfs covered as a whole by one row (their own pages share the row's rule).

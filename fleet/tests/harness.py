@@ -251,6 +251,8 @@ class FleetAgents:
             "DATABASE_URL": NO_DATABASE,
             "DOCKER_HOST": self.hosts[name].url,
             "AUTOHEAL_AGENT_TOKEN": token,
+            # Its own spool, kept across restarts of the same host's agent.
+            "AUTOHEAL_AGENT_STATE_DIR": str(self.state_dir(name)),
             "AUTOHEAL_LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
         }
@@ -272,6 +274,9 @@ class FleetAgents:
         )
         self.processes[name] = process
         return process
+
+    def state_dir(self, name: str) -> Path:
+        return self.workdir / f"agent-{name}-state"
 
     def stop(self, name: str, *, sig: int = signal.SIGTERM) -> int:
         return stop_process(self.processes.pop(name), sig=sig)

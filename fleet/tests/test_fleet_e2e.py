@@ -348,3 +348,90 @@ def test_an_agent_that_lost_the_network_reports_when_it_is_back_and_the_report_i
         assert Job.objects.filter(policy_name="SlowDown").count() == 1
     finally:
         proxy.close()
+
+
+def test_an_agent_run_restart_keeps_the_container_s_evidence_in_the_central_audit_trail(
+    hosts: DockerHosts, fleet: Any
+) -> None:
+    central, agents = fleet
+    engine = hosts["A"].client
+    engine.containers.run(
+        "autoheal-test-busybox:latest",
+        ["sh", "-c", "echo 'login with password=hunter2-secret'; echo still-here; exec sleep 100000"],
+        name="web",
+        labels={"autoheal.enable": "true"},
+        detach=True,
+        init=True,
+        network_mode="none",
+    )
+    hosts["A"].container("quiet")
+    policy("WebDown", host="{{ labels.host }}")
+    policy("QuietDown", host="{{ labels.host }}", capture_evidence=False)
+    start_agents(agents, ["A"], containers={"A": ["web", "quiet"]})
+
+    central.alert({"alertname": "WebDown", "container": "web", "host": "A"})
+    job = job_done(policy_name="WebDown")
+    assert job.state == "ok", job.result
+    event = AuditEvent.objects.get(kind="evidence_captured", data__job=job.pk)
+    assert (event.data["stage"], event.data["host"], event.data["action"]) == (
+        "before_action",
+        "A",
+        "restart_container",
+    )
+    assert (event.policy, event.target, event.fingerprint) == ("WebDown", "web", job.alert.fingerprint)
+    evidence = event.data["evidence"]
+    assert evidence["container"] == "web" and evidence["state"]["Running"] is True
+    assert "still-here" in evidence["logs"] and "password=[redacted]" in evidence["logs"]
+    assert "hunter2-secret" not in str(event.data)
+    # Recorded before the action's outcome, as for a job the central worker runs.
+    started = AuditEvent.objects.get(kind="action_started", data__job=job.pk)
+    ok = AuditEvent.objects.get(kind="action_ok", data__job=job.pk)
+    assert started.pk < event.pk < ok.pk
+
+    central.alert({"alertname": "QuietDown", "container": "quiet", "host": "A"})
+    quiet = job_done(policy_name="QuietDown")
+    assert quiet.state == "ok", quiet.result
+    assert not AuditEvent.objects.filter(kind="evidence_captured", data__job=quiet.pk).exists()
+
+
+def test_a_report_kept_while_the_central_was_away_survives_an_agent_restart_and_arrives_once(
+    hosts: DockerHosts, fleet: Any
+) -> None:
+    central, agents = fleet
+    proxy = CuttableProxy(int(central.url.rsplit(":", 1)[1]))
+    try:
+        hosts["A"].container("slow", init=False)  # the restart waits the 4 s stop timeout
+        before = hosts["A"].started_at("slow")
+        policy("SlowDown", host="{{ labels.host }}", params={"timeout_seconds": 60, "stop_timeout_seconds": 4})
+        agents.start("A", server=f"http://127.0.0.1:{proxy.port}")
+        wait_for(
+            lambda: "slow" in (Agent.objects.filter(host="A").first() or Agent()).container_names,
+            what="agent A connected through the proxy",
+        )
+        since = datetime.now(UTC) - timedelta(seconds=1)
+        central.alert({"alertname": "SlowDown", "container": "slow", "host": "A"})
+        job = wait_for(lambda: Job.objects.filter(policy_name="SlowDown", started_at__isnull=False).first())
+        wait_for(lambda: restart_began(hosts["A"], "slow", since), what="the restart begun on the host")
+        proxy.cut()
+        wait_for(lambda: hosts["A"].started_at("slow") != before, what="the restart done on the host")
+        spool = agents.state_dir("A")
+        kept = wait_for(lambda: list(spool.glob("report-*.json")), what="the report kept in the spool")
+        assert [path.name for path in kept] == [f"report-{job.pk}-{job.attempt}-1.json"]
+        assert agents.stop("A") == 0  # SIGTERM: the last try fails (cut off), the file stays
+        assert [path.name for path in spool.glob("report-*.json")] == [kept[0].name]
+        assert not AgentReport.objects.filter(job=job).exists()
+        assert agents.tokens["A"] not in kept[0].read_text()
+
+        proxy.restore()
+        agents.start("A", server=f"http://127.0.0.1:{proxy.port}")
+        report = wait_for(lambda: AgentReport.objects.filter(job=job).first(), timeout=60, what="the report")
+        assert report.ok and report.disposition in ("applied", "late")
+        wait_for(lambda: not list(spool.glob("report-*.json")), what="the spool emptied")
+        time.sleep(2)  # the agent polls again: nothing is sent or run twice
+        assert AgentReport.objects.filter(job=job).count() == 1
+        assert len(started_events(job)) == 1
+        assert AuditEvent.objects.filter(kind__in=["action_ok", "action_fail"], data__job=job.pk).count() == 1
+        # The evidence read before the restart: recorded once, by its own request or with the report.
+        assert AuditEvent.objects.filter(kind="evidence_captured", data__job=job.pk).count() == 1
+    finally:
+        proxy.close()

@@ -170,6 +170,83 @@ def test_a_report_after_the_lease_expired_is_recorded_late_and_never_applied_twi
     assert Job.objects.filter(policy_name=job.policy_name).count() == 1  # nothing re-run
 
 
+def test_a_hand_over_asked_started_decides_under_the_lock_and_writes_action_started_once() -> None:
+    job = _placed_job()
+    handed = handover.agent_job_next(host="a", wait_seconds=0, start=True)
+    assert handed is not None and handed.job == job.pk
+    answer = handed.as_dict()
+    assert answer["go"] is True and answer["probe"] is False and answer["capture_evidence"] is False
+    current = Job.objects.get(pk=job.pk)
+    assert current.started_at is not None and current.state == "running"
+    # The agent's start request (an older agent's second step) changes nothing more.
+    assert handover.agent_job_start(host="a", job_id=job.pk, claim=handed.claim)["go"] is True
+    assert AuditEvent.objects.filter(kind="action_started", data__job=job.pk).count() == 1
+
+
+def test_a_hand_over_asked_started_with_the_switch_off_is_skipped_and_never_handed_over() -> None:
+    from remediation import safety
+
+    job = _placed_job()
+    safety.switch_set(enabled=False, actor="test", reason="maintenance")
+    assert handover.agent_job_next(host="a", wait_seconds=0, start=True) is None
+    assert (Job.objects.get(pk=job.pk).state, Job.objects.get(pk=job.pk).skip_reason) == ("skipped", "disabled")
+    assert not AuditEvent.objects.filter(kind="action_started").exists()
+
+
+def test_a_refusal_after_a_started_hand_over_is_a_skip_marked_after_start() -> None:
+    job = _placed_job()
+    handed = handover.agent_job_next(host="a", wait_seconds=0, start=True)
+    assert handed is not None
+    state = handover.agent_job_refuse(
+        host="a", job_id=job.pk, claim=handed.claim, detail="no container web", reason="target_missing"
+    )
+    assert state == "skipped"
+    event = AuditEvent.objects.get(kind="action_skipped", data__job=job.pk)
+    assert (event.data["reason"], event.data["after_start"]) == ("target_missing", True)
+
+
+def test_agent_evidence_is_recorded_once_redacted_and_bounded() -> None:
+    job = _placed_job()
+    handed = handover.agent_job_next(host="a", wait_seconds=0, start=True)
+    assert handed is not None
+    evidence = {"container": "web", "logs": "password=hunter2-secret\n", "state": {"Running": True}, "x": "dropped"}
+    assert handover.agent_job_evidence(host="a", job_id=job.pk, claim=handed.claim, evidence=evidence) is True
+    assert handover.agent_job_evidence(host="a", job_id=job.pk, claim=handed.claim, evidence=evidence) is False
+    event = AuditEvent.objects.get(kind="evidence_captured", data__job=job.pk)
+    assert (event.data["stage"], event.data["host"]) == ("before_action", "a")
+    assert event.data["evidence"] == {"container": "web", "logs": "password=[redacted]\n", "state": {"Running": True}}
+    # The same evidence in the report (its own request's answer was lost) is not recorded again.
+    report = {"host": "a", "job_id": job.pk, "attempt": 1, "claim": handed.claim, "ok": True, "transient": False}
+    handover.agent_job_report(**report, detail="done", output={}, duration_seconds=0.1, evidence=evidence)
+    assert AuditEvent.objects.filter(kind="evidence_captured", data__job=job.pk).count() == 1
+    with pytest.raises(ValueError, match="larger than"):
+        handover.evidence_clean({"logs": "x" * (handover.EVIDENCE_MAX_BYTES + 1)})
+
+
+def test_evidence_for_a_job_not_started_is_a_conflict_and_records_nothing() -> None:
+    job = _placed_job()
+    with pytest.raises(handover.Conflict):
+        handover.agent_job_evidence(host="a", job_id=job.pk, claim=1, evidence={"container": "web"})
+    assert not AuditEvent.objects.filter(kind="evidence_captured").exists()
+
+
+def test_the_spool_keeps_a_report_per_job_attempt_and_claim_across_instances(tmp_path: Any) -> None:
+    from fleet.agent import ReportSpool
+
+    spool = ReportSpool(tmp_path / "state")
+    body = {"attempt": 1, "claim": 2, "ok": True, "detail": "done"}
+    key = spool.add(7, body)
+    spool.add(7, body)  # the same report again: still one file
+    assert key == "report-7-1-2" and [p.name for p in (tmp_path / "state").iterdir()] == ["report-7-1-2.json"]
+    again = ReportSpool(tmp_path / "state")  # a restarted agent
+    assert again.pending() == [("report-7-1-2", 7, body)]
+    (tmp_path / "state" / "report-8-1-1.json").write_text("{not json")
+    assert [k for k, _, _ in again.pending()] == ["report-7-1-2"]  # the broken file is set aside
+    assert (tmp_path / "state" / "report-8-1-1.bad").exists()
+    again.remove(key)
+    assert again.pending() == [] and not (tmp_path / "state" / "report-7-1-2.json").exists()
+
+
 def test_another_hosts_job_is_forbidden_and_audited() -> None:
     job = _placed_job(host="b")
     with pytest.raises(handover.Forbidden):
@@ -238,6 +315,15 @@ def test_bad_agent_requests_get_clear_errors_and_change_nothing(client: Any) -> 
         **auth,
     )
     assert answer.status_code == 400
+    answer = client.get("/api/agent/jobs/next", {"host": "a", "wait": "0", "start": "yes"}, **auth)
+    assert answer.status_code == 400 and "start" in answer.json()["error"]
+    answer = client.post(
+        "/api/agent/jobs/1/evidence",
+        {"host": "a", "claim": 1, "evidence": "logs"},
+        content_type="application/json",
+        **auth,
+    )
+    assert answer.status_code == 400 and "evidence" in answer.json()["error"]
     assert not Agent.objects.filter(inventory_at__isnull=False).exists()
     assert not AuditEvent.objects.exclude(kind="agent_token_changed").exists()
 

@@ -10,7 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from fleet.agent import Central, FleetAgent
+from fleet.agent import DEFAULT_STATE_DIR, Central, FleetAgent, ReportSpool
 from remediation.executors.docker import client
 
 
@@ -30,11 +30,23 @@ def agent_token() -> str:
     return token
 
 
+def report_spool() -> ReportSpool:
+    """The spool of undelivered reports in AUTOHEAL_AGENT_STATE_DIR (default /var/lib/autoheal-agent)."""
+    directory = Path(os.environ.get("AUTOHEAL_AGENT_STATE_DIR", "").strip() or DEFAULT_STATE_DIR)
+    try:
+        return ReportSpool(directory)
+    except OSError as exc:
+        raise CommandError(
+            f"the state directory {directory} (AUTOHEAL_AGENT_STATE_DIR) cannot be written: {exc.strerror}"
+        ) from None
+
+
 class Command(BaseCommand):
     help = (
         "Run the fleet agent of this Docker host: pull the host's jobs from the central Autoheal, act on the local "
         "engine (DOCKER_HOST or the default socket), report outcomes, inventory and health events. Needs no database; "
-        "only connects out. Stops after the current action on SIGTERM."
+        "only connects out. Undelivered reports are kept in AUTOHEAL_AGENT_STATE_DIR (default /var/lib/autoheal-agent). "
+        "Stops after the current action on SIGTERM."
     )
     requires_system_checks: list[str] = []
     requires_migrations_checks = False
@@ -56,6 +68,7 @@ class Command(BaseCommand):
             docker_factory=lambda: client(timeout=60),
             version=settings.VERSION,
             poll_seconds=options["poll_seconds"] or float(settings.AUTOHEAL_AGENT_POLL_SECONDS),
+            spool=report_spool(),
         )
 
         def _stop(signum: int, frame: Any) -> None:
