@@ -31,14 +31,15 @@ from accounts.redact import redact
 from audit.services import audit_record
 from fleet.models import Agent, AgentReport
 from fleet.placement import HOST_OFFLINE, local_hosts
-from remediation import safety
+from remediation import safety, silences
 from remediation.decisions import Decision
 from remediation.evidence import evidence_record
 from remediation.execution.facts import audit_base, host_data, is_destructive, job_decision, job_spec
 from remediation.execution.leases import job_claim
 from remediation.execution.outcome import job_finish, job_settle, trip_if_over
 from remediation.executors import DEFAULT_TIMEOUT, ExecResult, NotAllowed, timeout_for
-from remediation.models import DOCKER_ACTIONS, Job, Switch
+from remediation.gate import job_gate
+from remediation.models import DOCKER_ACTIONS, Job, Mode, Switch
 from remediation.wakeup import CHANNEL
 
 logger = logging.getLogger(__name__)
@@ -187,6 +188,8 @@ def _hand_over_one(*, host: str, start: bool = False) -> HandOver | None | bool:
     if decision.verdict in ("skip", "delay"):
         job_settle(job=job, decision=decision, limits=limits)
         return True
+    if decision.verdict == "run" and job_gate(job=job, limits=limits) is not None:
+        return True  # silenced, or waiting for a person: settled or parked here, never handed over
     spec = job_spec(job)
     try:
         timeout = timeout_for(spec, default=DEFAULT_TIMEOUT)
@@ -202,25 +205,52 @@ def _hand_over_started(*, host: str) -> HandOver | None | bool:
     The same decision as :func:`agent_job_start` and the worker's start, read under the lock, so
     the guards are decided exactly once per start. The lease is the full one from here: an agent
     that dies (or whose answer is lost) leaves the job ``unknown`` at lease expiry, never re-run.
+
+    A job that must pass the people-in-the-loop gate first (silences are configured, or its policy
+    asks for approval) passes it as the worker's jobs do: the claim commits, the decision is read
+    without locks (a job the guards stop is never parked for approval), then silences and
+    approvals (which may ask Alertmanager, so never under the switch lock), then the start.
     """
     limits = safety.limits_from_settings()
     with transaction.atomic():
         job = job_claim(worker=agent_worker(host), hosts=(host,))
         if job is None:
             return None
-        row = safety.switch_locked()
-        now = timezone.now()
-        decision = job_decision(job=job, alert=job.alert, row=row, now=now, limits=limits)
-        if decision.verdict != "run":
-            job_settle(job=job, decision=decision, limits=limits)
-            return True
-        spec = job_spec(job)
-        try:
-            timeout = timeout_for(spec, default=DEFAULT_TIMEOUT)
-        except NotAllowed as exc:
-            job_settle(job=job, decision=Decision("skip", "not_allowed", str(exc)), limits=limits)
-            return True
-        _mark_started(job=job, row=row, now=now, decision=decision, limits=limits, host=host)
+        if not _gate_needed(job):
+            return _start_locked(job=job, host=host, limits=limits)
+    first = job_decision(job=job, alert=job.alert, row=Switch.objects.current(), now=timezone.now(), limits=limits)
+    if first.verdict in ("skip", "delay"):
+        job_settle(job=job, decision=first, limits=limits)
+        return True
+    if first.verdict == "run" and job_gate(job=job, limits=limits) is not None:
+        return True  # silenced, or waiting for a person: settled or parked here, never handed over
+    with transaction.atomic():
+        current = Job.objects.select_related("alert", "policy").filter(pk=job.pk).first()
+        if current is None or current.state != Job.State.RUNNING or current.lease_owner != agent_worker(host)[:100]:
+            return True  # the claim was lost meanwhile (its lease ran out): nothing to hand over
+        return _start_locked(job=current, host=host, limits=limits)
+
+
+def _gate_needed(job: Job) -> bool:
+    policy = job.policy
+    return silences.configured() or (policy is not None and policy.mode == Mode.APPROVE and job.approved_at is None)
+
+
+def _start_locked(*, job: Job, host: str, limits: Any) -> HandOver | bool:
+    """In the caller's transaction: the guards decided under the switch lock, then the start."""
+    row = safety.switch_locked()
+    now = timezone.now()
+    decision = job_decision(job=job, alert=job.alert, row=row, now=now, limits=limits)
+    if decision.verdict != "run":
+        job_settle(job=job, decision=decision, limits=limits)
+        return True
+    spec = job_spec(job)
+    try:
+        timeout = timeout_for(spec, default=DEFAULT_TIMEOUT)
+    except NotAllowed as exc:
+        job_settle(job=job, decision=Decision("skip", "not_allowed", str(exc)), limits=limits)
+        return True
+    _mark_started(job=job, row=row, now=now, decision=decision, limits=limits, host=host)
     return _hand_over(job, spec, timeout, go=True, probe=decision.probe)
 
 

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import audit_record
+from fleet.placement import local_hosts
 from remediation import safety
 from remediation.decisions import Decision, Limits
 from remediation.evidence import evidence_before_approval
@@ -74,7 +75,10 @@ def approval_request(*, job: Job, now: datetime | None = None) -> RunOutcome:
             },
             **audit_base(job),
         )
-    evidence_before_approval(job_spec(job))
+    if job.host in local_hosts():
+        # A job placed on an agent's host: this engine is not that host's, so nothing is read
+        # here; the agent reads the evidence before the action once the job is approved.
+        evidence_before_approval(job_spec(job))
     return RunOutcome(state=Job.State.AWAITING_APPROVAL, reason="approval_requested")
 
 

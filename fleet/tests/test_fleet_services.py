@@ -193,6 +193,28 @@ def test_a_hand_over_asked_started_with_the_switch_off_is_skipped_and_never_hand
     assert not AuditEvent.objects.filter(kind="action_started").exists()
 
 
+@pytest.mark.parametrize("start", [True, False])
+def test_an_approve_mode_job_on_an_agent_host_waits_for_a_person_and_runs_once_approved(start: bool) -> None:
+    from remediation.approvals import job_approve
+
+    policy = make_policy(action="restart_container", mode="approve", target="{{ labels.container }}")
+    job = make_job(policy=policy, alert=make_alert(), host="a", action="restart_container", target="web")
+    # The hand-over passes the same gate as the worker: parked, never handed to the agent.
+    assert handover.agent_job_next(host="a", wait_seconds=0, start=start) is None
+    assert Job.objects.get(pk=job.pk).state == "awaiting_approval"
+    assert AuditEvent.objects.filter(kind="approval_requested", data__job=job.pk).count() == 1
+    # The central's engine is not host a's: no evidence is read here before approval.
+    assert not AuditEvent.objects.filter(kind="evidence_captured").exists()
+    assert not AuditEvent.objects.filter(kind="action_started").exists()
+
+    job_approve(job_id=job.pk, actor="olga", reason="checked the dashboards")
+    handed = handover.agent_job_next(host="a", wait_seconds=0, start=start)
+    assert handed is not None and handed.job == job.pk
+    if not start:
+        assert handover.agent_job_start(host="a", job_id=job.pk, claim=handed.claim)["go"] is True
+    assert AuditEvent.objects.filter(kind="action_started", data__job=job.pk).count() == 1
+
+
 def test_a_refusal_after_a_started_hand_over_is_a_skip_marked_after_start() -> None:
     job = _placed_job()
     handed = handover.agent_job_next(host="a", wait_seconds=0, start=True)
