@@ -8,6 +8,7 @@ increments that ``observability.services.series_add`` applies in one statement.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -137,7 +138,18 @@ class EventLike(Protocol):
 
 def labels_key(labels: Mapping[str, str] | None = None) -> str:
     """The canonical stored form of a label set: compact JSON with sorted keys."""
-    return json.dumps(dict(sorted((labels or {}).items())), separators=(",", ":"), ensure_ascii=False)
+    items = tuple(sorted((labels or {}).items()))
+    try:
+        return _labels_key(items)
+    except TypeError:  # a value that cannot be a cache key: encoded as it is
+        return json.dumps(dict(items), separators=(",", ":"), ensure_ascii=False)
+
+
+@functools.lru_cache(maxsize=4096)
+def _labels_key(items: tuple[tuple[str, str], ...]) -> str:
+    # Every sealed event asks for a few keys, nearly always the same ones (its kind, its
+    # alertname): encoded once per process, not once per event.
+    return json.dumps(dict(items), separators=(",", ":"), ensure_ascii=False)
 
 
 def labels_from_key(key: str) -> dict[str, str]:
