@@ -382,11 +382,11 @@ def agent_job_next(*, host: str, wait_seconds: float, start: bool = False) -> Ha
     touched = 0.0
     while True:
         seen = notifier.generation if notifier is not None else -1
-        if time.monotonic() - touched > SEEN_EVERY_SECONDS:
-            # "Last seen" needs seconds, not every wake-up: one write per few seconds of poll.
-            agent_seen(host=host)
+        # "Last seen" needs seconds, not every wake-up: one write per few seconds of poll.
+        touch = time.monotonic() - touched > SEEN_EVERY_SECONDS
+        if touch:
             touched = time.monotonic()
-        found = _hand_over_one(host=host, start=start)
+        found = _poll_step(host=host, start=start, touch=touch)
         if isinstance(found, HandOver):
             return found
         if found is True:
@@ -394,11 +394,6 @@ def agent_job_next(*, host: str, wait_seconds: float, start: bool = False) -> Ha
         left = deadline - time.monotonic()
         if left <= 0:
             return None
-        if POOLED and not connection.in_atomic_block:
-            # While it waits the poll holds no connection of its own: it goes back to the pool
-            # for other requests (without a pool, reconnecting would only add a connection
-            # set-up to every hand-over).
-            connection.close()
         if notifier is None:
             notifier = _job_notifier()
         # Bounded wait: a job whose not_before passes (backoff) is picked up within a second. A
@@ -410,12 +405,14 @@ def agent_job_next(*, host: str, wait_seconds: float, start: bool = False) -> Ha
 
 
 def _poll_step(*, host: str, start: bool, touch: bool) -> HandOver | None | bool:
-    """One look at the host's queue for the async long poll (in a thread: it uses the database)."""
+    """One look at the host's queue for either long poll (the async one runs it in a thread)."""
     found = _hand_over_one(host=host, start=start)
     if touch:
         agent_seen(host=host)  # after the hand-over: never on a job's path to its start
     if found is None and POOLED and not connection.in_atomic_block:
-        connection.close()  # the waiting poll holds no connection of its own
+        # While it waits the poll holds no connection of its own: it goes back to the pool for
+        # other requests (without a pool, reconnecting would only add a set-up to every hand-over).
+        connection.close()
     return found
 
 

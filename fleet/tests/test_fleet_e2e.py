@@ -311,28 +311,38 @@ def restart_began(host: Any, name: str, since: datetime) -> bool:
     return any(True for _ in events)
 
 
+def _cut_off_mid_restart(
+    hosts: DockerHosts, central: Any, agents: Any, proxy: CuttableProxy, *, stop_timeout: int
+) -> tuple[Job, str]:
+    """Agent A, connected through ``proxy``, restarts ``slow`` (which waits ``stop_timeout``
+    seconds to stop); the proxy is cut once the restart has begun on the host. Returns the
+    started job and the container's StartedAt before the restart."""
+    hosts["A"].container("slow", init=False)  # the restart waits the stop timeout
+    before = hosts["A"].started_at("slow")
+    policy("SlowDown", host="{{ labels.host }}", params={"timeout_seconds": 60, "stop_timeout_seconds": stop_timeout})
+    agents.start("A", server=f"http://127.0.0.1:{proxy.port}")
+    wait_for(
+        lambda: "slow" in (Agent.objects.filter(host="A").first() or Agent()).container_names,
+        what="agent A connected through the proxy",
+    )
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    central.alert({"alertname": "SlowDown", "container": "slow", "host": "A"})
+    job = wait_for(lambda: Job.objects.filter(policy_name="SlowDown", started_at__isnull=False).first())
+    # Cut only once the agent has had the central's go and begun the restart (the engine's SIGTERM
+    # to the container): cut earlier, the agent never acts, which is another case.
+    wait_for(lambda: restart_began(hosts["A"], "slow", since), what="the restart begun on the host")
+    proxy.cut()
+    return job, before
+
+
 def test_an_agent_that_lost_the_network_reports_when_it_is_back_and_the_report_is_applied_once(
     hosts: DockerHosts, fleet: Any
 ) -> None:
     central, agents = fleet
     proxy = CuttableProxy(int(central.url.rsplit(":", 1)[1]))
     try:
-        hosts["A"].container("slow", init=False)  # the restart waits the 6 s stop timeout
-        before = hosts["A"].started_at("slow")
-        policy("SlowDown", host="{{ labels.host }}", params={"timeout_seconds": 60, "stop_timeout_seconds": 6})
-        agents.start("A", server=f"http://127.0.0.1:{proxy.port}")
-        wait_for(
-            lambda: "slow" in (Agent.objects.filter(host="A").first() or Agent()).container_names,
-            what="agent A connected through the proxy",
-        )
-
-        since = datetime.now(UTC) - timedelta(seconds=1)
-        central.alert({"alertname": "SlowDown", "container": "slow", "host": "A"})
-        job = wait_for(lambda: Job.objects.filter(policy_name="SlowDown", started_at__isnull=False).first())
-        # Cut only once the agent has had the central's go and begun the restart (the engine's
-        # SIGTERM to the container): cut earlier, the agent never acts, which is another case.
-        wait_for(lambda: restart_began(hosts["A"], "slow", since), what="the restart begun on the host")
-        proxy.cut()  # heartbeats stop reaching the central: the lease runs out
+        # Heartbeats stop reaching the central: the lease runs out.
+        job, before = _cut_off_mid_restart(hosts, central, agents, proxy, stop_timeout=6)
         wait_for(lambda: Job.objects.filter(pk=job.pk, state="unknown").exists(), what="job unknown")
         wait_for(lambda: hosts["A"].started_at("slow") != before, what="the restart done on the host")
         proxy.restore()
@@ -400,19 +410,7 @@ def test_a_report_kept_while_the_central_was_away_survives_an_agent_restart_and_
     central, agents = fleet
     proxy = CuttableProxy(int(central.url.rsplit(":", 1)[1]))
     try:
-        hosts["A"].container("slow", init=False)  # the restart waits the 4 s stop timeout
-        before = hosts["A"].started_at("slow")
-        policy("SlowDown", host="{{ labels.host }}", params={"timeout_seconds": 60, "stop_timeout_seconds": 4})
-        agents.start("A", server=f"http://127.0.0.1:{proxy.port}")
-        wait_for(
-            lambda: "slow" in (Agent.objects.filter(host="A").first() or Agent()).container_names,
-            what="agent A connected through the proxy",
-        )
-        since = datetime.now(UTC) - timedelta(seconds=1)
-        central.alert({"alertname": "SlowDown", "container": "slow", "host": "A"})
-        job = wait_for(lambda: Job.objects.filter(policy_name="SlowDown", started_at__isnull=False).first())
-        wait_for(lambda: restart_began(hosts["A"], "slow", since), what="the restart begun on the host")
-        proxy.cut()
+        job, before = _cut_off_mid_restart(hosts, central, agents, proxy, stop_timeout=4)
         wait_for(lambda: hosts["A"].started_at("slow") != before, what="the restart done on the host")
         spool = agents.state_dir("A")
         kept = wait_for(lambda: list(spool.glob("report-*.json")), what="the report kept in the spool")

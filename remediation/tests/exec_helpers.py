@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -89,6 +90,22 @@ def drain(worker: Worker | None = None, *, max_ticks: int = 50) -> Worker:
         if not worker.tick():
             break
     return worker
+
+
+def drain_concurrently(workers: int, *, max_ticks: int) -> None:
+    """``workers`` workers, each in its own thread with its own connection, draining one queue."""
+
+    def work(name: str) -> None:
+        try:
+            drain(Worker(name=name), max_ticks=max_ticks)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def wait_until(predicate: Callable[[], Any], *, timeout: float = 30.0, step: float = 0.1) -> Any:

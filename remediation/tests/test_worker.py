@@ -18,7 +18,7 @@ from remediation.execution.facts import job_decision
 from remediation.execution.leases import job_claim, job_claim_many, leases_expire
 from remediation.execution.run import job_run
 from remediation.models import Alert, Job, Switch
-from remediation.tests.exec_helpers import drain, events, kinds, make_alert, make_job, make_policy
+from remediation.tests.exec_helpers import drain, drain_concurrently, events, kinds, make_alert, make_job, make_policy
 from remediation.worker import Worker
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -450,17 +450,7 @@ def test_concurrent_workers_never_spend_more_than_the_budget_on_one_target(setti
     for _ in range(12):
         make_job(policy=policy, alert=make_alert(labels={"alertname": "X", "container": "web"}), target="web")
 
-    def work(name: str) -> None:
-        try:
-            drain(Worker(name=name), max_ticks=30)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    drain_concurrently(4, max_ticks=30)
     assert len(events("action_started")) == 3
     assert sorted(e.data["reason"] for e in events("action_skipped")) == ["budget"] * 9
     assert not Job.objects.filter(state__in=["queued", "running"]).exists()

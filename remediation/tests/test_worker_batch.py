@@ -17,7 +17,7 @@ from remediation.execution.batch import batch_run, batchable, jobs_run
 from remediation.execution.leases import job_claim_many, leases_expire
 from remediation.execution.run import job_run
 from remediation.models import Alert, Job, Mode, Switch
-from remediation.tests.exec_helpers import drain, events, kinds, make_alert, make_job, make_policy
+from remediation.tests.exec_helpers import drain, drain_concurrently, events, kinds, make_alert, make_job, make_policy
 from remediation.worker import CLAIM_BATCH, CLAIM_BATCH_MAX, Worker, next_claim_size
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -244,17 +244,7 @@ def test_the_claim_grows_while_the_queue_stays_deep_with_log_only_jobs_and_falls
 def test_concurrent_workers_draining_one_backlog_run_every_job_exactly_once():
     jobs = _log_jobs(300)
 
-    def work(name: str) -> None:
-        try:
-            drain(Worker(name=name), max_ticks=200)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    drain_concurrently(3, max_ticks=200)
     assert Job.objects.filter(pk__in=[j.pk for j in jobs], state="ok").count() == 300
     for kind in ("action_started", "action_ok"):
         ids = [e.data["job"] for e in events(kind)]
