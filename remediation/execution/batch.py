@@ -59,7 +59,7 @@ from remediation.execution.outcome import (
     settle_reason,
     settle_result,
 )
-from remediation.execution.run import job_run, started_event, switch_for_start
+from remediation.execution.run import execute_caught, job_run, started_event, switch_for_start
 from remediation.execution.transitions import jobs_end, jobs_start
 from remediation.executors import DEFAULT_TIMEOUT, ExecResult, NotAllowed, TargetMissing, executor_for, timeout_for
 from remediation.gate import job_gate
@@ -168,15 +168,10 @@ def batch_run(*, jobs: Sequence[Job], worker: str, limits: Limits) -> Ran:
         executor = executor_for(job.action)
         began = time.monotonic()
         try:
-            result = executor.execute(spec, timeout=timeout_for(spec, default=DEFAULT_TIMEOUT))
+            result = execute_caught(executor, spec, timeout=timeout_for(spec, default=DEFAULT_TIMEOUT), job_id=job.pk)
         except TargetMissing as exc:
             outcomes[job.pk] = job_settle(job=job, decision=Decision("skip", exc.reason, str(exc)), limits=limits)
             continue
-        except NotAllowed as exc:
-            result = ExecResult(ok=False, detail=f"refused at execution time: {exc}")
-        except Exception as exc:
-            logger.exception("job %s: executor raised", job.pk)
-            result = ExecResult(ok=False, detail=f"executor error: {type(exc).__name__}: {exc}")
         executed.append((job, result, time.monotonic() - began))
     outcomes.update(jobs_finish(executed=executed, worker=worker, limits=limits))
     outcomes.update(lost)

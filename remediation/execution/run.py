@@ -22,7 +22,15 @@ from remediation.decisions import Decision, Limits
 from remediation.execution.facts import audit_base, host_data, is_destructive, job_decision, job_spec
 from remediation.execution.leases import Heartbeat
 from remediation.execution.outcome import RunOutcome, job_finish, job_settle, trip_if_over
-from remediation.executors import DEFAULT_TIMEOUT, ExecResult, NotAllowed, TargetMissing, executor_for, timeout_for
+from remediation.executors import (
+    DEFAULT_TIMEOUT,
+    ExecResult,
+    JobSpec,
+    NotAllowed,
+    TargetMissing,
+    executor_for,
+    timeout_for,
+)
 from remediation.gate import job_gate
 from remediation.models import Job, Switch
 
@@ -59,6 +67,21 @@ def started_event(*, job: Job, decision: Decision) -> dict[str, Any]:
         },
         **audit_base(job),
     }
+
+
+def execute_caught(executor: Any, spec: JobSpec, *, timeout: float, job_id: int) -> ExecResult:
+    """Run the action. A refusal at execution time or an executor defect is a failed result, never
+    raised; ``TargetMissing`` is raised, since nothing ran (the caller settles it as a skip)."""
+    try:
+        result: ExecResult = executor.execute(spec, timeout=timeout)
+    except TargetMissing:
+        raise
+    except NotAllowed as exc:
+        return ExecResult(ok=False, detail=f"refused at execution time: {exc}")
+    except Exception as exc:
+        logger.exception("job %s: executor raised", job_id)
+        return ExecResult(ok=False, detail=f"executor error: {type(exc).__name__}: {exc}")
+    return result
 
 
 def job_run(*, job: Job, worker: str, limits: Limits | None = None) -> RunOutcome:
@@ -105,16 +128,11 @@ def job_run(*, job: Job, worker: str, limits: Limits | None = None) -> RunOutcom
     heartbeat.start()
     started = time.monotonic()
     try:
-        result = executor.execute(spec, timeout=timeout)
+        result = execute_caught(executor, spec, timeout=timeout, job_id=job.pk)
     except TargetMissing as exc:
         # The target vanished after the check: nothing ran, so a skip (SKIPPED is not counted).
         heartbeat.stop()
         return job_settle(job=job, decision=Decision("skip", exc.reason, str(exc)), limits=limits)
-    except NotAllowed as exc:
-        result = ExecResult(ok=False, detail=f"refused at execution time: {exc}")
-    except Exception as exc:
-        logger.exception("job %s: executor raised", job.pk)
-        result = ExecResult(ok=False, detail=f"executor error: {type(exc).__name__}: {exc}")
     finally:
         heartbeat.stop()
     return job_finish(job=job, result=result, started=time.monotonic() - started, probe=decision.probe, limits=limits)
