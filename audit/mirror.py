@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from autoheal_site.text import json_line_safe
+from autoheal_site.text import dumps_compact, json_line_safe
 
 if TYPE_CHECKING:
     from audit.models import AuditEvent
@@ -30,10 +30,8 @@ _REPAIR_MAX = 20000
 
 def line_for(event: AuditEvent) -> str:
     """The mirror line of one event: its JSON plus the chain fields, so the mirror can be imported."""
-    body = event.as_dict()
-    body["prev_hash"] = event.prev_hash
-    body["hash"] = event.hash
-    return json_line_safe(json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str)) + "\n"
+    chain = f',"prev_hash":{dumps_compact(event.prev_hash)},"hash":{dumps_compact(event.hash)}}}'
+    return json_line_safe(event.as_json()[:-1] + chain) + "\n"
 
 
 def append(event: AuditEvent) -> None:

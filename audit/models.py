@@ -7,7 +7,7 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
-from autoheal_site.text import visible
+from autoheal_site.text import dumps_compact, visible
 from autoheal_site.utc import iso_utc
 
 KINDS = (
@@ -108,6 +108,8 @@ class AuditEvent(models.Model):
     search = models.TextField(blank=True, default="", editable=False)
 
     objects = AuditEventQuerySet.as_manager()
+    # Set by the writer that chains the event (``body_json``); never a column.
+    _body_json: str
 
     class Meta:
         ordering = ["-id"]
@@ -135,8 +137,11 @@ class AuditEvent(models.Model):
 
     def as_dict(self) -> dict[str, Any]:
         """The event as docs/interface.md shows it (the hash fields are for audit_verify)."""
+        return {"id": self.id, **self.body()}
+
+    def body(self) -> dict[str, Any]:
+        """``as_dict()`` without the id: what the hash covers (``audit.services.HASHED_FIELDS``)."""
         return {
-            "id": self.id,
             "ts": iso_utc(self.ts),
             "kind": self.kind,
             "alertname": self.alertname,
@@ -147,6 +152,22 @@ class AuditEvent(models.Model):
             "actor": self.actor,
             "data": self.data,
         }
+
+    def body_json(self) -> str:
+        """``body()`` as compact JSON, in the same key order. The writer that chains an event
+        stores this text on it (``audit.services.chain_events``), so the table's INSERT, the JSONL
+        mirror and the live stream reuse one encoding instead of making three more."""
+        cached = self.__dict__.get("_body_json")
+        return cached if cached is not None else dumps_compact(self.body())
+
+    def as_json(self) -> str:
+        """``as_dict()`` as compact JSON text (what the mirror and the stream carry)."""
+        return (
+            '{"id":'
+            + (str(self.id) if isinstance(self.id, int) else dumps_compact(self.id))
+            + ","
+            + self.body_json()[1:]
+        )
 
 
 class AuditExport(models.Model):

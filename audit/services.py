@@ -29,8 +29,17 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from audit import metrics, mirror
-from audit.models import ALL_KINDS, AuditAnchor, AuditEvent, AuditExport, AuditPending, iso_utc, search_text
+from audit.models import (
+    ALL_KINDS,
+    AuditAnchor,
+    AuditEvent,
+    AuditExport,
+    AuditPending,
+    iso_utc,
+    search_text,
+)
 from autoheal_site import pgbulk
+from autoheal_site.text import dumps_compact
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +71,16 @@ def register_pending_committed(hook: Callable[[], None]) -> None:
         _pending_hooks.append(hook)
 
 
+# The canonical JSON of a hashed body (built once: json.dumps with options builds one per call).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def body_hash(prev_hash: str, body: dict[str, Any]) -> str:
     """SHA-256 over the previous hash and the canonical JSON of an event's hashed fields.
 
     ``body`` holds ``HASHED_FIELDS`` with ``ts`` already in the ``iso_utc`` form.
     """
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    canonical = _CANONICAL.encode(body)
     return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
 
 
@@ -75,9 +88,7 @@ def event_hash(prev_hash: str, event: AuditEvent) -> str:
     """The chained hash of one event."""
     # The id is left out so the hash can be sealed before the INSERT; order is still protected
     # because each event names its predecessor's hash and audit_verify walks the ids in order.
-    body = event.as_dict()
-    body.pop("id", None)
-    return body_hash(prev_hash, body)
+    return body_hash(prev_hash, event.body())
 
 
 def _lock_chain() -> tuple[str, datetime | None]:
@@ -226,14 +237,24 @@ def chain_events(rows: list[dict[str, Any]], prev: str, last_ts: datetime | None
         event.search = search_text(
             alertname=event.alertname, target=event.target, message=event.message, data=event.data
         )
+        body = event.body()
         event.prev_hash = prev
-        event.hash = event_hash(prev, event)
-        prev = event.hash
+        event.hash = prev = body_hash(prev, body)
+        # Encoded once here, reused by the INSERT, the JSONL mirror and the live stream.
+        event._body_json = dumps_compact(body)
         events.append(event)
     return events
 
 
-_EVENT_COLUMNS = (*HASHED_FIELDS, "prev_hash", "hash", "search")
+def _rows_json(events: list[AuditEvent]) -> str:
+    """The events as ``pgbulk``'s JSON parameter, built from each event's encoded body: the
+    hashed fields are not encoded again, only the chain fields and the search text are added."""
+    rows = (
+        f'{event.body_json()[:-1]},"prev_hash":{dumps_compact(event.prev_hash)},"hash":{dumps_compact(event.hash)},'
+        f'"search":{dumps_compact(event.search)},"{pgbulk.ORD}":{n}}}'
+        for n, event in enumerate(events)
+    )
+    return "[" + ",".join(rows) + "]"
 
 
 def _insert(events: list[AuditEvent]) -> None:
@@ -246,8 +267,7 @@ def _insert(events: list[AuditEvent]) -> None:
             f"INSERT INTO {table} ({rs.names}) SELECT {rs.select} "  # noqa: S608  # nosec B608: quoted names only
             f"FROM json_to_recordset(%s::json) AS r({rs.definition}) ORDER BY r.{pgbulk.ORD} RETURNING id, hash"
         )
-        rows = [{name: getattr(event, name) for name in _EVENT_COLUMNS} for event in events]
-        ids = {digest: pk for pk, digest in pgbulk.fetch(sql, [pgbulk.json_rows(rows)])}
+        ids = {digest: pk for pk, digest in pgbulk.fetch(sql, [_rows_json(events)])}
         for event in events:
             event.pk = ids[event.hash]
             event._state.adding = False

@@ -9,7 +9,9 @@ file and terminal shows the same escaped value. HTML escaping stays the template
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 # C0 controls, DEL, C1 controls, and the Unicode line and paragraph separators.
 _INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -18,6 +20,16 @@ _INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 def visible(text: object) -> str:
     """``text`` with each control or separator character written as ``\\uXXXX``."""
     return _INVISIBLE.sub(lambda m: f"\\u{ord(m.group()):04x}", "" if text is None else str(text))
+
+
+# Built once: json.dumps with any option builds a new encoder on every call.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def dumps_compact(value: Any) -> str:
+    """Compact JSON, UTF-8 as is, unknown types as text: the form of audit events outside their
+    hash (the JSONL mirror and the live stream)."""
+    return _COMPACT.encode(value)
 
 
 def json_line_safe(line: str) -> str:

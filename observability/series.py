@@ -8,6 +8,7 @@ increments that ``observability.services.series_add`` applies in one statement.
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import math
@@ -125,6 +126,11 @@ ACTION_RESULTS = {
 VERIFY_RESULTS = {"action_verified": "verified", "action_ineffective": "ineffective"}
 # Outcomes that stand for an action attempt (a skipped one did nothing, so it is not "an action").
 ATTEMPT_KINDS = frozenset({"action_ok", "action_fail", "action_unknown", "action_dry_run"})
+# Every kind that moves a series of its own in ``_event_deltas`` (the others only move the two
+# series every event moves).
+_KIND_SERIES = frozenset(
+    {*ACTION_RESULTS, *ATTEMPT_KINDS, *VERIFY_RESULTS, "incident_escalated", "false_positive_marked"}
+)
 
 
 class EventLike(Protocol):
@@ -188,16 +194,17 @@ def _number(data: Any, key: str) -> float | None:
 
 
 def _event_deltas(event: EventLike) -> Iterable[Delta]:
+    """What one event changes beyond the two series every event moves (counted per batch in
+    ``audit_deltas``: a batch of thousands of alert events is a handful of deltas)."""
     kind = event.kind
+    if kind not in _KIND_SERIES:
+        return
     alertname = event.alertname or ""
-    stamp = event.ts.timestamp()
     data = event.data if isinstance(event.data, Mapping) else {}
-    yield Delta(EVENTS.name, labels_key({"kind": kind}), 1.0)
-    yield Delta(LAST_EVENT.name, labels_key(), stamp, MAX)
     if kind in ACTION_RESULTS:
         yield Delta(ACTIONS.name, labels_key({"alertname": alertname, "result": ACTION_RESULTS[kind]}), 1.0)
     if kind in ATTEMPT_KINDS:
-        yield Delta(LAST_ACTION.name, labels_key({"alertname": alertname}), stamp, MAX)
+        yield Delta(LAST_ACTION.name, labels_key({"alertname": alertname}), event.ts.timestamp(), MAX)
     if kind == "action_fail":
         yield Delta(FAILURES.name, labels_key({"alertname": alertname}), 1.0)
     if kind in ("action_ok", "action_fail") and (seconds := _number(data, "duration_seconds")) is not None:
@@ -232,7 +239,12 @@ def merge_deltas(deltas: Iterable[Delta]) -> list[Delta]:
 
 def audit_deltas(events: Sequence[EventLike], elapsed: float | None) -> list[Delta]:
     """Everything one audit batch changes: per-event counters plus one write-latency observation."""
-    deltas: list[Delta] = []
+    deltas = [
+        Delta(EVENTS.name, labels_key({"kind": kind}), float(n))
+        for kind, n in collections.Counter(e.kind for e in events).items()
+    ]
+    if events:
+        deltas.append(Delta(LAST_EVENT.name, labels_key(), max(event.ts for event in events).timestamp(), MAX))
     for event in events:
         deltas.extend(_event_deltas(event))
     if events and elapsed is not None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -307,3 +308,49 @@ def test_an_unsealed_event_is_not_in_the_audit_api_until_it_is_chained(mirror_pa
     after = ops_client.get("/audit", {"kind": "ack"}).json()["events"]
     assert [e["message"] for e in after] == ["waiting for the sealer"]
     assert after[0]["id"] == AuditEvent.objects.get().id
+
+
+@pytest.mark.redis
+def test_each_event_is_encoded_once_for_the_table_the_mirror_and_the_stream(
+    mirror_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sealer encodes an event once and reuses the text: what lands in the table, the mirror
+    and the stream must equal what a fresh encoding of the stored row gives."""
+    import redis
+
+    from audit.mirror import line_for
+    from audit.streams import publish
+    from audit.streams.feed import redis_channel
+
+    settings.REDIS_URL = os.environ["AUTOHEAL_TEST_REDIS_URL"]
+    monkeypatch.setattr(publish, "_publisher", None)
+    subscriber = redis.Redis.from_url(settings.REDIS_URL).pubsub(ignore_subscribe_messages=True)
+    subscriber.subscribe(redis_channel())
+    subscriber.get_message(timeout=5)  # the subscription's confirmation
+    tricky = {
+        "labels": {"quote": 'a "b" \\ c', "text": "äöü 日本 \u2028 \x7f end"},
+        "nested": {"b": [1, 2.5, None, True], "a": {}},
+    }
+    stamp = datetime(2026, 12, 3, 8, 0, 0, 123456, tzinfo=UTC)
+    try:
+        audit_record_many(
+            [
+                {"kind": "ack", "message": "line\u2029break", "data": tricky, "ts": stamp},
+                {"kind": "alert_received", "alertname": "Ärger", "target": "t", "data": {}},
+            ]
+        )
+        assert audit_seal() == 2
+
+        events = _assert_trail_whole(mirror_path)
+        assert (events[0].data, events[0].ts, events[0].message) == (tricky, stamp, "line\u2029break")
+        assert events[1].alertname == "Ärger"
+        # Read back from the table, the events carry no cached text: line_for encodes them afresh.
+        assert mirror_path.read_text(encoding="utf-8") == "".join(line_for(event) for event in events)
+        message = None
+        deadline = time.monotonic() + 5
+        while message is None and time.monotonic() < deadline:
+            message = subscriber.get_message(timeout=0.5)
+        assert message is not None, "the sealed batch reached the stream"
+        assert json.loads(message["data"])["events"] == [event.as_dict() for event in events]
+    finally:
+        subscriber.close()
