@@ -108,12 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()
-    from audit.sealer import SealerLoop
+    from bench.procs import start_manage
 
     # Events written by web processes (and the harness's probes) join the audit chain even in
     # scenarios that run no worker; with a worker running, whichever finds the election free seals.
-    sealer = SealerLoop()
-    sealer.start()
+    # A process of its own (``manage.py audit_seal``, the dedicated sealer), not a thread here: the
+    # harness measures latencies (the audit write probe, the alert -> action clock), and a sealer
+    # thread would make them wait on this process's GIL while it chains a batch.
+    sealer = start_manage("sealer", ["audit_seal"], full_env, workdir / "logs")
 
     ctx = Context(quick=args.quick, env=full_env, logdir=workdir / "logs", server=args.server)
     scenarios = _scenarios()
