@@ -10,6 +10,7 @@ from collections import Counter
 
 from bench import db
 from bench.context import NOOP_HEADERS, WEBHOOK_HEADERS, Context, get, post
+from bench.cpu import CpuSampler
 from bench.load import LoadResult, wrk
 from bench.payloads import batch_template, fixed_bodies
 from bench.procs import RssSampler, Started, start_server
@@ -26,13 +27,42 @@ def _alert_count() -> int:
 
 
 def _noop(ctx: Context, started: Started, template: str) -> LoadResult:
-    return wrk(
-        f"http://127.0.0.1:{started.port}/bench/noop",
-        headers=NOOP_HEADERS,
-        template=template,
-        seconds=ctx.seconds,
-        max_requests=200_000,
+    with CpuSampler(started.pids) as cpu:
+        result = wrk(
+            f"http://127.0.0.1:{started.port}/bench/noop",
+            headers=NOOP_HEADERS,
+            template=template,
+            seconds=ctx.seconds,
+            max_requests=200_000,
+        )
+    _cpu_row(ctx, "no-op DRF view", cpu, result.ok, "request")
+    return result
+
+
+def _cpu_row(ctx: Context, what: str, cpu: CpuSampler, count: float, unit: str, extra: str = "") -> None:
+    """CPU of every process per request during a load, and how many cores were busy."""
+    if cpu.split is None or not count:
+        return
+    per = cpu.split.per(count)
+    ctx.add(
+        Row(
+            f"ingest ({ctx.server})",
+            f"{what}: CPU per {unit}, all processes",
+            sum(per.values()),
+            "ms",
+            note=cpu.split.summary(count, unit) + (f"; {extra}" if extra else ""),
+        )
     )
+
+
+def _until_sealed(timeout: float) -> float:
+    """Seconds until no audit event is pending (bounded by ``timeout``)."""
+    from audit.sealer import pending_count
+
+    t0 = time.monotonic()
+    while pending_count() and time.monotonic() - t0 < timeout:
+        time.sleep(0.05)
+    return time.monotonic() - t0
 
 
 def ingest(ctx: Context) -> None:
@@ -63,14 +93,18 @@ def ingest(ctx: Context) -> None:
         bench_policy()
 
         before = _alert_count()
-        with RssSampler(started) as rss, WaitSampler() as waits:
-            new = wrk(
-                f"http://127.0.0.1:{port}/alert",
-                headers=WEBHOOK_HEADERS,
-                template=template,
-                seconds=ctx.seconds,
-                max_requests=100_000,
-            )
+        with CpuSampler(started.pids) as new_cpu:
+            with RssSampler(started) as rss, WaitSampler() as waits:
+                new = wrk(
+                    f"http://127.0.0.1:{port}/alert",
+                    headers=WEBHOOK_HEADERS,
+                    template=template,
+                    seconds=ctx.seconds,
+                    max_requests=100_000,
+                )
+            # The deliveries' audit events are chained after the answers: their sealing is part
+            # of what the deliveries cost, so the CPU window closes when nothing is pending.
+            sealing_lag = _until_sealed(timeout=60)
         stored = _alert_count() - before
         accepted = new.accepted
         # Requests still in flight when wrk stops are stored but never counted as answered, so
@@ -113,6 +147,7 @@ def ingest(ctx: Context) -> None:
             )
         )
 
+        _cpu_row(ctx, "all new", new_cpu, new.ok, "delivery", f"sealing finished {sealing_lag:.1f} s after the load")
         ctx.add(
             Row(
                 label,
@@ -127,7 +162,7 @@ def ingest(ctx: Context) -> None:
         for body in bodies:
             post(port, "/alert", body)
         known = _alert_count()
-        with RssSampler(started) as rss_dup:
+        with RssSampler(started) as rss_dup, CpuSampler(started.pids) as dup_cpu:
             dup = wrk(
                 f"http://127.0.0.1:{port}/alert",
                 headers=WEBHOOK_HEADERS,
@@ -136,6 +171,7 @@ def ingest(ctx: Context) -> None:
                 max_requests=100_000,
             )
         extra = _alert_count() - known
+        _cpu_row(ctx, "all duplicates", dup_cpu, dup.ok, "delivery")
         dup_rate = dup.ok * BATCH / dup.seconds if dup.seconds else 0.0
         ctx.add(
             Row(

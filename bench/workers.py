@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.context import Context
+from bench.cpu import CpuSampler
 from bench.procs import Started, start_manage
 from bench.report import Row
 
@@ -108,11 +109,17 @@ def _started(log: Path | None) -> bool:
     return log is not None and log.exists() and " started (wake-up" in log.read_text(errors="replace")
 
 
+def _cpu(sampler: CpuSampler, jobs: int) -> str:
+    """Where the CPU went while a backlog drained, and how busy the machine was."""
+    return sampler.split.summary(jobs, "job") if sampler.split else "CPU not measured"
+
+
 def compare_backlog(ctx: Context, worker_env: dict[str, str], burst: Callable[[str], float | None]) -> None:
     """With the one worker already running: backlog and burst with one, then with three."""
     count = 300 if ctx.quick else 2000
     timeout = 60 if ctx.quick else 240
-    one_s, one_left = drain_backlog(count, timeout)
+    with CpuSampler() as one_cpu:
+        one_s, one_left = drain_backlog(count, timeout)
     one_rate = (count - one_left) / one_s if one_s else None
     extra = start_extra_workers(ctx, worker_env, 2)
     try:
@@ -120,7 +127,8 @@ def compare_backlog(ctx: Context, worker_env: dict[str, str], burst: Callable[[s
             ctx.note("workers: an extra worker did not start; three-worker figures not measured")
             return
         three_burst = burst("three workers: log_only jobs finished per second (burst)")
-        three_s, three_left = drain_backlog(count, timeout)
+        with CpuSampler() as three_cpu:
+            three_s, three_left = drain_backlog(count, timeout)
         three_rate = (count - three_left) / three_s if three_s else None
     finally:
         for worker in extra:
@@ -133,7 +141,7 @@ def compare_backlog(ctx: Context, worker_env: dict[str, str], burst: Callable[[s
             "jobs/s",
             target=">= 300 jobs/s",
             met=one_rate is not None and one_rate >= 300 and one_left == 0,
-            note=f"{count} jobs in {one_s:.1f} s; {one_left} left",
+            note=f"{count} jobs in {one_s:.1f} s; {one_left} left; {_cpu(one_cpu, count)}",
         )
     )
     ratio_met = one_rate is not None and three_rate is not None and three_rate >= 2.5 * one_rate
@@ -147,6 +155,7 @@ def compare_backlog(ctx: Context, worker_env: dict[str, str], burst: Callable[[s
             baseline_value=one_rate,
             target=">= 2.5 x one worker",
             met=ratio_met and three_left == 0,
-            note=f"{count} jobs in {three_s:.1f} s; {three_left} left; burst figure {three_burst or 0:.1f} jobs/s",
+            note=f"{count} jobs in {three_s:.1f} s; {three_left} left; burst figure {three_burst or 0:.1f} jobs/s; "
+            f"{_cpu(three_cpu, count)}",
         )
     )
