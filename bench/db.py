@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -85,3 +86,13 @@ def truncate_state() -> None:
     tables = [m._meta.db_table for m in (Job, Alert, AuditEvent, AuditPending, Policy, Switch)]
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
+
+
+def until_sealed(timeout: float) -> float:
+    """Seconds until no audit event is pending (bounded by ``timeout``)."""
+    from audit.sealer import pending_count
+
+    t0 = time.monotonic()
+    while pending_count() and time.monotonic() - t0 < timeout:
+        time.sleep(0.05)
+    return time.monotonic() - t0

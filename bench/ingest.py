@@ -55,16 +55,6 @@ def _cpu_row(ctx: Context, what: str, cpu: CpuSampler, count: float, unit: str, 
     )
 
 
-def _until_sealed(timeout: float) -> float:
-    """Seconds until no audit event is pending (bounded by ``timeout``)."""
-    from audit.sealer import pending_count
-
-    t0 = time.monotonic()
-    while pending_count() and time.monotonic() - t0 < timeout:
-        time.sleep(0.05)
-    return time.monotonic() - t0
-
-
 def ingest(ctx: Context) -> None:
     """16 connections of 10-alert batches: alerts/s durably accepted (rows counted after)."""
     db.truncate_state()
@@ -104,7 +94,7 @@ def ingest(ctx: Context) -> None:
                 )
             # The deliveries' audit events are chained after the answers: their sealing is part
             # of what the deliveries cost, so the CPU window closes when nothing is pending.
-            sealing_lag = _until_sealed(timeout=60)
+            sealing_lag = db.until_sealed(timeout=60)
         stored = _alert_count() - before
         accepted = new.accepted
         # Requests still in flight when wrk stops are stored but never counted as answered, so

@@ -13,9 +13,11 @@ import pstats
 import secrets
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from bench import db
 from bench.context import Context
+from bench.cpu import CpuSampler
 from bench.load import ID_MARK
 from bench.payloads import batch_template
 from bench.procs import BENCH_TOKEN, ROOT
@@ -99,6 +101,7 @@ def profile(ctx: Context) -> None:
                 f"median ms from each statement to the next: {lines_steps}",
             )
         )
+    _cpu_split(ctx, lambda n: client.post("/alert", data=body(n + 20_000_000), content_type="application/json"))
     sql_ms = sum(t for _, t in new_queries) * 1000
     ctx.add(Row("profile", "time in SQL (round trips included), one all-new POST", sql_ms, "ms"))
     shapes = Counter(_shape(sql) for sql, _ in new_queries)
@@ -120,6 +123,51 @@ def profile(ctx: Context) -> None:
     path.write_text(report)
     print("\n".join("    " + ln for ln in report.splitlines()[:120]))
     ctx.note(f"profile of the webhook written to {path}")
+
+
+def _cpu_split(ctx: Context, post_one: Callable[[int], object]) -> None:
+    """CPU of an all-new delivery in-process (this process's Python, PostgreSQL), then of sealing
+    its events in the running sealer process: the cost of each part without a server or a load
+    generator around it. The sealer is kept from sealing (its election lock held elsewhere) while
+    the deliveries are posted, then let go and timed until nothing is pending."""
+    import psycopg
+
+    from audit.sealer import SEALER_LOCK_KEY, pending_count
+
+    count = 100 if ctx.quick else 400
+    db.until_sealed(timeout=60)
+    with psycopg.connect(db.db_url(), autocommit=True) as hold:
+        hold.execute("SELECT pg_advisory_lock(%s)", [SEALER_LOCK_KEY])
+        with CpuSampler() as posting:
+            for n in range(count):
+                post_one(n)
+        events = pending_count()
+        hold.execute("SELECT pg_advisory_unlock(%s)", [SEALER_LOCK_KEY])
+    with CpuSampler() as sealing:
+        lag = db.until_sealed(timeout=120)
+    if posting.split is None or sealing.split is None or not events:
+        return
+    web = posting.split.per(count)
+    ctx.add(
+        Row(
+            "profile",
+            "CPU per all-new POST in-process (10 alerts): Python + PostgreSQL",
+            web["harness"] + web["postgres"],
+            "ms",
+            note=f"Python {web['harness']:.2f} ms, PostgreSQL {web['postgres']:.2f} ms; {count} POSTs",
+        )
+    )
+    seal = sealing.split.per(events, unit=1e6)
+    ctx.add(
+        Row(
+            "profile",
+            "sealer: CPU per sealed event: sealer process + PostgreSQL",
+            seal["sealer"] + seal["postgres"],
+            "µs",
+            note=f"sealer {seal['sealer']:.0f} µs, PostgreSQL {seal['postgres']:.0f} µs; "
+            f"{events} events ({events / count:.0f} per POST) sealed in {lag:.1f} s",
+        )
+    )
 
 
 class _Recorder:
