@@ -29,15 +29,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from audit import metrics, mirror
-from audit.models import (
-    ALL_KINDS,
-    AuditAnchor,
-    AuditEvent,
-    AuditExport,
-    AuditPending,
-    iso_utc,
-    search_text,
-)
+from audit.models import ALL_KINDS, AuditAnchor, AuditEvent, AuditExport, AuditPending, iso_utc, search_text
 from autoheal_site import pgbulk
 from autoheal_site.text import dumps_compact
 
