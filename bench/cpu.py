@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import Counter
 from dataclasses import dataclass
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -154,7 +153,7 @@ class CpuSampler:
         busy0, total0 = self._machine
         busy1, total1 = _machine_busy()
         cores = os.cpu_count() or 1
-        seconds: Counter[str] = Counter(dict.fromkeys(KINDS, 0.0))
+        seconds: dict[str, float] = dict.fromkeys(KINDS, 0.0)
         harness = os.getpid()
         alive = {int(entry) for entry in os.listdir("/proc") if entry.isdigit()}
         for pid, (kind, parent, cpu) in self._last.items():
@@ -166,7 +165,7 @@ class CpuSampler:
         seconds["load"] += (_stat(harness) or (0, 0.0, 0.0))[2] - self._harness_children
         wall = (total1 - total0) / cores
         self.split = CpuSplit(
-            seconds=dict(seconds),
+            seconds=seconds,
             wall=wall,
             cores_busy=(busy1 - busy0) / wall if wall else 0.0,
             cores=cores,
